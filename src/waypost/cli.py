@@ -1,0 +1,274 @@
+"""`waypost` command line. Every heavy import happens inside a command, so `waypost --help` is instant."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="waypost: from a table to a tracked, saved, evaluated (and soon deployed) model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fail(exc: Exception) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _run(fn):  # type: ignore[no-untyped-def]
+    """Turn waypost's own errors into a one-line message and exit code 2 (no traceback)."""
+    from waypost.errors import WaypostError
+
+    try:
+        return fn()
+    except WaypostError as exc:
+        _fail(exc)
+
+
+def _print_plan(plan: list, title: str = "plan") -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, title_justify="left")
+    for col in ("subject", "choice", "reason"):
+        table.add_column(col, overflow="fold")
+    for d in plan:
+        table.add_row(d.subject, d.choice, d.reason)
+    _console().print(table)
+
+
+def _print_metrics(metrics: dict, title: str = "metrics") -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    _console().print(table)
+
+
+@app.command()
+def init(
+    data: Path = typer.Argument(..., help="Training table: CSV, TSV, Parquet, JSON lines or Feather."),
+    target: str = typer.Option(..., "--target", "-t", help="Column to predict."),
+    task: Optional[str] = typer.Option(None, help="binary, multiclass or regression (default: inferred)."),
+    preset: str = typer.Option("medium", help="fast, medium or best."),
+    output: Path = typer.Option(Path("waypost.yaml"), "--output", "-o", help="Config file to write."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
+) -> None:
+    """Infer column types and the task, choose architectures, and write waypost.yaml with the reasons."""
+
+    def go() -> None:
+        from waypost.config import WaypostConfig
+        from waypost.data.io import read_table
+        from waypost.errors import ConfigError
+        from waypost.planning import resolve_job
+
+        if output.exists() and not force:
+            raise ConfigError(f"{output} exists; pass --force to overwrite it")
+        df = read_table(data)
+        rel = os.path.relpath(data.resolve(), output.resolve().parent)
+        cfg = WaypostConfig.create(target, preset, task=task, data={"train": rel})
+        cfg, plan = resolve_job(df, cfg)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(output)
+        _print_plan(plan, f"plan for {data.name} ({len(df)} rows)")
+        _console().print(f"wrote [bold]{output}[/]; next: waypost train {output}")
+
+    _run(go)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="waypost.yaml written by `waypost init`."),
+    output: Path = typer.Option(Path("runs"), "--output", "-o", help="Folder for model directories."),
+    name: Optional[str] = typer.Option(None, help="Model directory name (default: target + time)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default WAYPOST_TRACKING_URI or .waypost/)."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
+    time_limit: Optional[float] = typer.Option(None, help="Seconds for the whole fit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train with the production defaults, track in MLflow, register the model and save it under runs/."""
+
+    def go() -> None:
+        from waypost.config import WaypostConfig
+        from waypost.errors import ConfigError
+        from waypost.predictor import Predictor
+
+        cfg = WaypostConfig.from_yaml(config)
+        if tracking_uri:
+            cfg.tracking.uri = tracking_uri
+        if no_track:
+            cfg.tracking.enabled = False
+        if time_limit:
+            cfg.training.time_limit = time_limit
+        if not cfg.data.train:
+            raise ConfigError(f"{config}: 'data.train' is not set: name the training table")
+        base = config.resolve().parent
+        train_path = base / cfg.data.train
+        valid_path = base / cfg.data.valid if cfg.data.valid else None
+        predictor = Predictor.from_config(cfg, verbose=not quiet).fit(train_path, valid_path)
+        run_name = name or f"{cfg.target}-{time.strftime('%Y%m%d-%H%M%S')}"
+        model_dir = predictor.save(output / run_name)
+        latest = output / "latest"
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(run_name, target_is_directory=True)
+        _print_plan(predictor.plan_)
+        _print_metrics(predictor.validation_metrics_, "validation metrics")
+        reg = predictor.registered_model_
+        if reg:
+            _console().print(f"MLflow run {predictor.lineage_.get('mlflow_run_id')}; registered "
+                             f"[bold]{reg.get('registered_model')}[/] version {reg.get('version')}")
+        _console().print(f"saved [bold]{model_dir}[/] ({latest} points to it)")
+
+    _run(go)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    data: Path = typer.Argument(..., help="Labelled table."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+) -> None:
+    """Metrics of a saved model on labelled data, as a table and JSON."""
+
+    def go() -> None:
+        from waypost.predictor import Predictor
+
+        metrics = Predictor.load(model).evaluate(data)
+        _print_metrics(metrics, f"metrics on {data.name}")
+        text = json.dumps(metrics, indent=2)
+        if json_out:
+            json_out.write_text(text)
+        typer.echo(text)
+
+    _run(go)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    data: Path = typer.Argument(..., help="Table to score: CSV or Parquet, streamed in chunks."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output CSV or Parquet."),
+    chunk_rows: int = typer.Option(50_000, help="Rows per chunk: memory stays flat whatever the file size."),
+    proba: bool = typer.Option(True, help="Add one probability column per class."),
+    keep: Optional[str] = typer.Option(None, help="Comma-separated input columns to copy into the output."),
+) -> None:
+    """Batch prediction, streamed chunk by chunk with a progress bar."""
+
+    def go() -> None:
+        import pandas as pd
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from waypost.data.io import TableWriter, count_rows, iter_table_chunks
+        from waypost.predictor import Predictor
+
+        predictor = Predictor.load(model)
+        keep_cols = [c.strip() for c in keep.split(",")] if keep else []
+        total = count_rows(data)
+        n = 0
+        with TableWriter(output) as writer, Progress(
+            TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+        ) as bar:
+            task = bar.add_task("rows", total=total)
+            for chunk in iter_table_chunks(data, chunk_rows=chunk_rows):
+                out = pd.DataFrame(index=chunk.index)
+                for c in keep_cols:
+                    out[c] = chunk[c]
+                if predictor.task_ != "regression":
+                    probs = predictor.predict_proba(chunk)
+                    out["prediction"] = predictor.target_encoder_.inverse_transform(probs.to_numpy().argmax(1))
+                    if proba:
+                        for label in probs.columns:
+                            out[f"proba_{label}"] = probs[label].to_numpy()
+                else:
+                    out["prediction"] = predictor.predict(chunk)
+                writer.write(out.reset_index(drop=True))
+                n += len(chunk)
+                bar.update(task, completed=n)
+        _console().print(f"wrote {n} predictions to [bold]{output}[/]")
+
+    _run(go)
+
+
+@app.command()
+def info(
+    model: Path = typer.Argument(..., help="Model directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """The plan (every decision with its reason), validation metrics and lineage of a saved model."""
+
+    def go() -> None:
+        from waypost.predictor import Predictor
+
+        predictor = Predictor.load(model)
+        if as_json:
+            typer.echo(json.dumps(predictor.summary(), indent=2, default=str))
+            return
+        _print_plan(predictor.plan_, f"plan of {model}")
+        _print_metrics(predictor.validation_metrics_, "validation metrics")
+        _print_metrics({k: str(v) for k, v in predictor.lineage_.items() if not isinstance(v, (list, dict))}, "lineage")
+
+    _run(go)
+
+
+@app.command("datasets")
+def datasets_list() -> None:
+    """List the real data sets that ship offline."""
+    from waypost.scenarios.datasets import DATASETS
+
+    for info in DATASETS.values():
+        typer.echo(f"{info.name:<16} target={info.target:<10} {info.task:<11} {info.description}")
+
+
+@app.command()
+def dataset(
+    name: str = typer.Argument(..., help="A bundled real data set (see --list)."),
+    output: Path = typer.Option(..., "--output", "-o", help="CSV or Parquet to write (the training part)."),
+    test_output: Optional[Path] = typer.Option(None, help="Also write a held-out test part here."),
+    test_size: float = typer.Option(0.3, help="Fraction held out when --test-output is given."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write one of the real data sets that ship offline (for demos and trying waypost out)."""
+
+    def go() -> None:
+        from waypost.data.io import TableWriter
+        from waypost.scenarios.datasets import DATASETS, load_dataset, split
+
+        df = load_dataset(name)
+        info = DATASETS[name]
+        parts = {output: df}
+        if test_output is not None:
+            train_df, test_df = split(df, info.target, test_size=test_size, seed=seed)
+            parts = {output: train_df, test_output: test_df}
+        for path, part in parts.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with TableWriter(path) as w:
+                w.write(part.reset_index(drop=True))
+            _console().print(f"wrote {len(part)} rows of '{name}' to {path} (target column: '{info.target}')")
+
+    _run(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

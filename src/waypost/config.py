@@ -1,0 +1,185 @@
+"""One schema for a waypost job: data, features, model, training and tracking.
+
+`waypost init` writes it with every inferred choice and its reason beside it, so the YAML file is both
+the plan a person reviews and the exact input `waypost train` runs. Unknown keys and bad values are
+errors that name the key: a typo must never silently fall back to a default.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from waypost.data.types import FeatureType, Task
+from waypost.errors import ConfigError
+
+CONFIG_VERSION = 1
+Preset = Literal["fast", "medium", "best"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FeatureConfig(_Strict):
+    type: FeatureType
+    reason: str = ""
+
+
+class DataConfig(_Strict):
+    train: str | None = Field(None, description="Training table (CSV/Parquet); relative to the YAML file.")
+    valid: str | None = Field(None, description="Optional validation table; else split from train.")
+    valid_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class MLPConfig(_Strict):
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    batchnorm: bool = True
+    max_embedding_dim: int = Field(32, ge=1)
+
+
+class GBMConfig(_Strict):
+    library: Literal["lightgbm", "xgboost"] = "lightgbm"
+    n_estimators: int = Field(2000, ge=1)
+    learning_rate: float = Field(0.05, gt=0.0)
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = Field(-1, ge=-1)
+    min_child_samples: int | Literal["auto"] = "auto"
+    early_stopping_rounds: int = Field(50, ge=1)
+
+
+class ModelConfig(_Strict):
+    architecture: Literal["auto", "blend", "mlp", "lightgbm", "xgboost"] = "auto"
+    reason: str = ""
+    mlp: MLPConfig = Field(default_factory=MLPConfig)
+    gbm: GBMConfig = Field(default_factory=GBMConfig)
+
+
+class TrainingConfig(_Strict):
+    max_epochs: int = Field(200, ge=1)
+    batch_size: int | Literal["auto"] = "auto"
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    schedule: Literal["warmup_cosine", "onecycle", "constant"] = "warmup_cosine"
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    grad_clip_norm: float | None = Field(1.0, gt=0.0)
+    early_stopping_patience: int = Field(20, ge=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    loss: Literal["auto", "cross_entropy", "focal", "mse", "huber"] = "auto"
+    focal_gamma: float = Field(2.0, ge=0.0)
+    imbalance: Literal["auto", "none", "class_weights", "oversample", "focal"] = "auto"
+    seed: int = 0
+    time_limit: float | None = Field(None, gt=0.0, description="Seconds for the whole fit.")
+    weight_histograms: bool = True
+
+
+class TrackingConfig(_Strict):
+    enabled: bool = True
+    uri: str | None = Field(None, description="MLflow URI; default WAYPOST_TRACKING_URI or .waypost/mlflow.db")
+    experiment: str = "waypost"
+    model_name: str | None = Field(None, description="Registered model name; default waypost-<target>.")
+
+
+class WaypostConfig(_Strict):
+    version: int = CONFIG_VERSION
+    target: str
+    task: Task | None = None
+    task_reason: str = ""
+    preset: Preset = "medium"
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    dropped: dict[str, str] = Field(default_factory=dict)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, target: str, preset: Preset = "medium", **overrides: Any) -> WaypostConfig:
+        """Preset values first, then the caller's overrides (nested dicts merge key by key)."""
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+        raw = _deep_merge(copy.deepcopy(PRESETS[preset]), {"target": target, "preset": preset})
+        raw = _deep_merge(raw, overrides)
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> WaypostConfig:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> WaypostConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+        return cls.from_dict(raw, source=str(path))
+
+    # ---- output ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = _HEADER + yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.tracking.model_name or f"waypost-{self.target}"
+
+
+_HEADER = (
+    "# waypost job. Every inferred choice carries its reason; edit any value and run `waypost train`.\n"
+    "# Feature types: numeric, category, binary, datetime, text, image, audio, video, sequence.\n"
+)
+
+# Presets trade time for accuracy. They only set defaults: anything the user passes wins.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {
+        "training": {"max_epochs": 40, "early_stopping_patience": 6},
+        "model": {"gbm": {"n_estimators": 300, "learning_rate": 0.1, "early_stopping_rounds": 20}},
+    },
+    "medium": {},
+    "best": {
+        "training": {"max_epochs": 500, "early_stopping_patience": 40, "learning_rate": 2e-3},
+        "model": {"gbm": {"n_estimators": 5000, "learning_rate": 0.02, "early_stopping_rounds": 100}},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def format_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """Turn pydantic's report into lines that name the dotted key, the problem and the value given."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key '{key}'")
+        else:
+            lines.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: " + "; ".join(lines)

@@ -1,0 +1,481 @@
+"""Per-type preprocessors for tabular columns, fitted on training rows only.
+
+Fitted state is plain JSON (`to_state`), never a pickle, so the bundle stays inspectable and the
+numpy-only runtime can re-implement each transform from the state alone. Every transform is
+vectorised (pandas/numpy): batch prediction runs them on chunks of 50,000+ rows.
+
+Contract shared by the column preprocessors: `transform(series)` returns an array of shape
+(n, len(output_names)) for the MLP (imputed, standardised, never NaN), and `transform_gbm(series)`
+an array (n, len(gbm_names)) of raw values with NaN for missing, for gradient-boosted trees, which
+split on raw values and route missing values natively.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from waypost.data.types import TABULAR_TYPES
+from waypost.errors import DataError, NotFittedError
+
+_NS_PER_DAY = 86_400 * 10**9
+_NS_PER_YEAR = 365.2425 * _NS_PER_DAY
+
+__all__ = [
+    "BinaryPreprocessor", "CategoryPreprocessor", "DatetimePreprocessor", "NumericPreprocessor",
+    "TabularArrays", "TabularPreprocessor", "canonical_string",
+]
+
+
+def canonical_string(value: Any) -> str:
+    """One string per category value, so 1, 1.0 and np.int64(1) are the same category.
+
+    pandas reads an int column with a missing value as float; without this, a category seen as
+    "1" in training would be unseen as "1.0" in a prediction chunk.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "True" if value else "False"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value)
+
+
+def _factorize(series: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
+    """Codes per row (-1 = missing) and the canonical string of each distinct value."""
+    try:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError as exc:
+        raise DataError(f"column {name!r} holds unhashable values ({exc}); expected scalar categories") from None
+    return codes, [canonical_string(u) for u in np.asarray(uniques, dtype=object)]
+
+
+def _column_name(name: str | None, series: pd.Series) -> str:
+    return str(name if name is not None else series.name)
+
+
+def _to_float(series: pd.Series, name: str) -> np.ndarray:
+    """float64 with NaN for missing and +-inf; non-numeric strings are an error, not a silent NaN."""
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = series.mask(series.astype(str).str.strip().eq("") & series.notna())
+        coerced = pd.to_numeric(values, errors="coerce")
+        bad = coerced.isna() & values.notna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            raise DataError(
+                f"column {name!r} expected numbers but has non-numeric values like {example!r} "
+                f"({int(bad.sum())} such rows)"
+            )
+        arr = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    arr = np.array(arr, dtype=np.float64, copy=True)
+    arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
+def _to_datetime(series: pd.Series, name: str) -> np.ndarray:
+    """datetime64[ns], UTC-naive, NaT for missing or unparseable. Numbers are Unix seconds."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return series.to_numpy("datetime64[ns]")
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return pd.to_datetime(series, unit="s", errors="coerce").to_numpy("datetime64[ns]")
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    raw = pd.Index(np.asarray(uniques, dtype=object))
+    if len(raw) == 0:
+        return np.full(len(series), np.datetime64("NaT"), dtype="datetime64[ns]")
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+    failed = np.asarray(parsed.isna())
+    if failed.any():  # slow path only for the distinct values that are not ISO 8601
+        retry = pd.to_datetime(raw[failed], errors="coerce", utc=True, format="mixed")
+        parsed = parsed.to_series(index=range(len(raw)))
+        parsed.iloc[np.flatnonzero(failed)] = retry
+        parsed = pd.DatetimeIndex(parsed)
+    values = parsed.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
+    out = np.append(values, np.datetime64("NaT", "ns"))
+    return out[codes]  # code -1 picks the trailing NaT
+
+
+class _Column:
+    """Shared plumbing: name, fitted check, the two views, JSON state round trip.
+
+    Subclasses implement `fit`, `_views(series) -> (mlp, gbm)` and `_mlp_names()`.
+    """
+
+    kind: ClassVar[str] = ""
+    _learned: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self.last_unseen_count_ = 0
+
+    def _check_fitted(self) -> str:
+        if not hasattr(self, self._learned[0] + "_"):
+            raise NotFittedError(f"{type(self).__name__} for column {self.name!r} is not fitted: call fit first")
+        return str(self.name)
+
+    def _with_indicator(self, names: list[str]) -> list[str]:
+        return names + [f"{self.name}__missing"] if getattr(self, "add_indicator_", False) else names
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the MLP-view columns (`transform`)."""
+        self._check_fitted()
+        return self._mlp_names()
+
+    def _mlp_names(self) -> list[str]:
+        return self._with_indicator([str(self.name)])
+
+    @property
+    def gbm_names(self) -> list[str]:
+        """Names of the GBM-view columns (`transform_gbm`)."""
+        return [self._check_fitted()]
+
+    def transform(self, series: pd.Series) -> np.ndarray:
+        """The MLP view: (n, len(output_names)), imputed and scaled, never NaN."""
+        return self._views(series)[0]
+
+    def transform_gbm(self, series: pd.Series) -> np.ndarray:
+        """The GBM view: (n, len(gbm_names)) float32 raw values, NaN for missing."""
+        return self._views(series)[1]
+
+    def transform_both(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Both views from one parse of the column."""
+        return self._views(series)
+
+    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _params(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe fitted state: plain lists, floats, ints, strings and bools."""
+        self._check_fitted()
+        return {"kind": self.kind, **self._params(), **{k: getattr(self, k + "_") for k in self._learned}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Any:
+        if state.get("kind") != cls.kind:
+            raise DataError(f"preprocessor state has kind {state.get('kind')!r}; expected {cls.kind!r}")
+        obj = cls(**{k: v for k, v in state.items() if k != "kind" and k not in cls._learned})
+        try:
+            for key in cls._learned:
+                setattr(obj, key + "_", state[key])
+        except KeyError as exc:
+            raise DataError(f"{cls.kind} preprocessor state for column {state.get('name')!r} lacks {exc}") from None
+        obj._restore()
+        return obj
+
+    def _restore(self) -> None:
+        """Rebuild derived (non-state) attributes after from_state."""
+
+
+class NumericPreprocessor(_Column):
+    """Median imputation + standardisation, with a missing indicator when training had gaps."""
+
+    kind = "numeric"
+    _learned = ("median", "mean", "std", "add_indicator")
+
+    def fit(self, series: pd.Series) -> NumericPreprocessor:
+        self.name = _column_name(self.name, series)
+        x = _to_float(series, self.name)
+        present = x[~np.isnan(x)]
+        if present.size == 0:
+            raise DataError(f"column {self.name!r} has no numeric values in the training data")
+        std = float(present.std())
+        self.median_ = float(np.median(present))
+        self.mean_ = float(present.mean())
+        self.std_ = std if std > 0 and math.isfinite(std) else 1.0
+        self.add_indicator_ = bool(present.size < x.size)
+        return self
+
+    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        x = _to_float(series, self._check_fitted())
+        missing = np.isnan(x)
+        z = (np.where(missing, self.median_, x) - self.mean_) / self.std_
+        mlp = np.column_stack([z, missing] if self.add_indicator_ else [z]).astype(np.float32)
+        return mlp, x.astype(np.float32)[:, None]
+
+
+class CategoryPreprocessor(_Column):
+    """Codes for embeddings: 0 is the shared bucket for missing, rare and unseen values; 1..K known.
+
+    The vocabulary keeps the `max_categories` most frequent values seen at least `min_frequency`
+    times (ties broken by value, so the codes are deterministic). After each `transform`,
+    `last_unseen_count_` holds how many non-missing values fell outside the vocabulary (drift
+    monitoring reads it). The MLP view is int64 codes (n, 1); the GBM view is the 0-based code of
+    known categories as float with NaN for the unknown bucket.
+    """
+
+    kind = "category"
+    _learned = ("categories",)
+
+    def __init__(self, name: str | None = None, max_categories: int = 1000, min_frequency: int = 1) -> None:
+        super().__init__(name)
+        if max_categories < 1 or min_frequency < 1:
+            raise DataError(f"column {name!r}: max_categories and min_frequency must be >= 1")
+        self.max_categories = max_categories
+        self.min_frequency = min_frequency
+
+    def _params(self) -> dict[str, Any]:
+        return {"name": self.name, "max_categories": self.max_categories, "min_frequency": self.min_frequency}
+
+    def fit(self, series: pd.Series) -> CategoryPreprocessor:
+        self.name = _column_name(self.name, series)
+        codes, canon = _factorize(series, self.name)
+        counts: dict[str, int] = {}
+        for value, count in zip(canon, np.bincount(codes[codes >= 0], minlength=len(canon)).tolist()):
+            counts[value] = counts.get(value, 0) + count
+        ranked = sorted((kv for kv in counts.items() if kv[1] >= self.min_frequency), key=lambda kv: (-kv[1], kv[0]))
+        self.categories_ = [value for value, _ in ranked[: self.max_categories]]
+        self._restore()
+        return self
+
+    def _restore(self) -> None:
+        self._index = {value: i + 1 for i, value in enumerate(self.categories_)}
+
+    @property
+    def cardinality_(self) -> int:
+        """Embedding rows needed: the known categories plus the unknown bucket."""
+        self._check_fitted()
+        return len(self.categories_) + 1
+
+    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        codes, canon = _factorize(series, self._check_fitted())
+        lookup = np.array([self._index.get(v, 0) for v in canon] + [0], dtype=np.int64)
+        out = lookup[codes]  # code -1 (missing) picks the trailing 0
+        self.last_unseen_count_ = int(np.count_nonzero((out == 0) & (codes >= 0)))
+        gbm = out.astype(np.float32) - 1.0
+        gbm[gbm < 0] = np.nan
+        return out[:, None], gbm[:, None]
+
+
+def _binary_key(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+class BinaryPreprocessor(_Column):
+    """Two values -> 0.0 / 1.0 (sorted string forms, numbers numerically); missing/unseen -> 0.5.
+
+    The missing indicator exists only when training had missing values; an unseen value at
+    predict time is counted in `last_unseen_count_` and treated as missing.
+    """
+
+    kind = "binary"
+    _learned = ("values", "add_indicator")
+
+    def fit(self, series: pd.Series) -> BinaryPreprocessor:
+        self.name = _column_name(self.name, series)
+        codes, canon = _factorize(series, self.name)
+        values = sorted(set(canon), key=_binary_key)
+        if not values or len(values) > 2:
+            raise DataError(
+                f"column {self.name!r} is typed binary but has {len(values)} distinct values "
+                f"(e.g. {values[:5]}) in the training data; expected 2 (type it as category)"
+            )
+        self.values_ = values
+        self.add_indicator_ = bool((codes < 0).any())
+        return self
+
+    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        codes, canon = _factorize(series, self._check_fitted())
+        index = {v: float(i) for i, v in enumerate(self.values_)}
+        x = np.array([index.get(v, np.nan) for v in canon] + [np.nan], dtype=np.float64)[codes]
+        missing = np.isnan(x)
+        self.last_unseen_count_ = int(np.count_nonzero(missing & (codes >= 0)))
+        cols = [np.where(missing, 0.5, x)] + ([missing] if self.add_indicator_ else [])
+        return np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None]
+
+
+class DatetimePreprocessor(_Column):
+    """Standardised fractional year (trend) + sin/cos of month, weekday, day of year (and hour).
+
+    Cyclic encodings keep December next to January. The hour pair exists only when training had
+    times other than midnight; missing or unparseable dates take the training median, flagged by
+    an indicator when training had gaps. The GBM view is the raw year fraction, month, day of
+    week, day of year (and hour) with NaN for missing.
+    """
+
+    kind = "datetime"
+    _learned = ("median", "year_mean", "year_std", "has_time", "add_indicator")
+
+    def fit(self, series: pd.Series) -> DatetimePreprocessor:
+        self.name = _column_name(self.name, series)
+        ts = _to_datetime(series, self.name)
+        ns = ts[~np.isnat(ts)].astype(np.int64)
+        if ns.size == 0:
+            raise DataError(f"column {self.name!r} has no parseable dates in the training data")
+        years = ns / _NS_PER_YEAR + 1970.0
+        std = float(years.std())
+        self.median_ = pd.Timestamp(int(np.median(ns))).isoformat()
+        self.year_mean_ = float(years.mean())
+        self.year_std_ = std if std > 0 else 1.0
+        self.has_time_ = bool(np.any(ns % _NS_PER_DAY != 0))
+        self.add_indicator_ = bool(ns.size < ts.size)
+        return self
+
+    def _parts(self) -> list[str]:
+        return ["month", "dow", "doy"] + (["hour"] if self.has_time_ else [])
+
+    def _mlp_names(self) -> list[str]:
+        return self._with_indicator([f"{self.name}__year"] + [f"{self.name}__{p}_{f}" for p in self._parts() for f in ("sin", "cos")])
+
+    @property
+    def gbm_names(self) -> list[str]:
+        name = self._check_fitted()
+        return [f"{name}__{p}" for p in ("year", "month", "dayofweek", "dayofyear", "hour")[: 5 if self.has_time_ else 4]]
+
+    @staticmethod
+    def _fields(ts: np.ndarray) -> dict[str, np.ndarray]:
+        idx = pd.DatetimeIndex(ts)
+        return {"year": ts.astype(np.int64) / _NS_PER_YEAR + 1970.0, "month": idx.month.to_numpy(np.float64),
+                "dow": idx.dayofweek.to_numpy(np.float64), "doy": idx.dayofyear.to_numpy(np.float64),
+                "hour": idx.hour.to_numpy(np.float64), "minute": idx.minute.to_numpy(np.float64)}
+
+    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        ts = _to_datetime(series, self._check_fitted())
+        missing = np.isnat(ts)
+        f = self._fields(np.where(missing, np.datetime64(0, "ns"), ts))
+        gbm = np.column_stack([f["year"], f["month"], f["dow"], f["doy"]] + ([f["hour"]] if self.has_time_ else []))
+        gbm = gbm.astype(np.float32)
+        gbm[missing] = np.nan
+        if missing.any():
+            f = self._fields(np.where(missing, np.datetime64(pd.Timestamp(self.median_).as_unit("ns")), ts))
+        cycles = {"month": (f["month"] - 1) / 12.0, "dow": f["dow"] / 7.0, "doy": (f["doy"] - 1) / 365.25,
+                  "hour": (f["hour"] + f["minute"] / 60.0) / 24.0}
+        cols = [(f["year"] - self.year_mean_) / self.year_std_]
+        for part in self._parts():
+            angle = 2.0 * np.pi * cycles[part]
+            cols += [np.sin(angle), np.cos(angle)]
+        if self.add_indicator_:
+            cols.append(missing)
+        return np.column_stack(cols).astype(np.float32), gbm
+
+
+_COLUMN_TYPES: dict[str, type[_Column]] = {
+    "numeric": NumericPreprocessor, "category": CategoryPreprocessor,
+    "binary": BinaryPreprocessor, "datetime": DatetimePreprocessor,
+}
+
+
+@dataclass
+class TabularArrays:
+    """The three views of a tabular batch, one row per input row."""
+
+    numeric: np.ndarray  # float32 (n, d_num): the MLP's dense input, never NaN
+    categorical: np.ndarray  # int64 (n, n_cat): embedding codes, 0 = unknown/missing
+    gbm: np.ndarray  # float32 (n, d_gbm): raw values for GBMs, NaN = missing
+
+
+class TabularPreprocessor:
+    """All tabular columns of a table: fit on the training rows, then one call per batch.
+
+    `features` maps column name -> numeric / category / binary / datetime, in the order the
+    output columns should appear. Columns absent from `features` are ignored at transform time,
+    so a prediction table may carry extra columns (the target, an ID).
+    """
+
+    kind = "tabular"
+    STATE_VERSION = 1
+
+    def __init__(self, features: dict[str, str], *, max_categories: int = 1000, min_frequency: int = 1) -> None:
+        for name, ftype in features.items():
+            if ftype not in _COLUMN_TYPES:
+                allowed = ", ".join(sorted(TABULAR_TYPES))
+                raise DataError(f"column {name!r} has type {ftype!r}: not a tabular type (expected one of {allowed})")
+        self.features = dict(features)
+        self.max_categories = max_categories
+        self.min_frequency = min_frequency
+
+    def _make(self, name: str, ftype: str) -> _Column:
+        if ftype == "category":
+            return CategoryPreprocessor(name, self.max_categories, self.min_frequency)
+        return _COLUMN_TYPES[ftype](name)
+
+    def _check_columns(self, df: pd.DataFrame, when: str) -> None:
+        missing = [c for c in self.features if c not in df.columns]
+        if missing:
+            raise DataError(f"missing columns at {when} time: {missing}; available: {[str(c) for c in df.columns[:20]]}")
+
+    def fit(self, df: pd.DataFrame) -> TabularPreprocessor:
+        self._check_columns(df, "fit")
+        self.columns_ = [self._make(name, ftype).fit(df[name]) for name, ftype in self.features.items()]
+        self._index_outputs()
+        return self
+
+    def _index_outputs(self) -> None:
+        self.numeric_names_: list[str] = []
+        self.category_columns_: list[str] = []
+        self.category_cardinalities_: list[int] = []
+        self.gbm_names_: list[str] = []
+        self.gbm_categorical_: list[int] = []
+        for col in self.columns_:
+            if isinstance(col, CategoryPreprocessor):
+                self.category_columns_.append(str(col.name))
+                self.category_cardinalities_.append(col.cardinality_)
+                self.gbm_categorical_.append(len(self.gbm_names_))
+            else:
+                self.numeric_names_ += col.output_names
+            self.gbm_names_ += col.gbm_names
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "columns_"):
+            raise NotFittedError("TabularPreprocessor is not fitted: call fit first")
+
+    def transform(self, df: pd.DataFrame) -> TabularArrays:
+        self._check_fitted()
+        self._check_columns(df, "predict")
+        n = len(df)
+        numeric: list[np.ndarray] = []
+        categorical: list[np.ndarray] = []
+        gbm: list[np.ndarray] = []
+        for col in self.columns_:
+            mlp_view, gbm_view = col.transform_both(df[col.name])
+            (categorical if isinstance(col, CategoryPreprocessor) else numeric).append(mlp_view)
+            gbm.append(gbm_view)
+        return TabularArrays(
+            numeric=np.hstack(numeric).astype(np.float32, copy=False) if numeric else np.zeros((n, 0), np.float32),
+            categorical=np.hstack(categorical) if categorical else np.zeros((n, 0), np.int64),
+            gbm=np.hstack(gbm).astype(np.float32, copy=False) if gbm else np.zeros((n, 0), np.float32),
+        )
+
+    def fit_transform(self, df: pd.DataFrame) -> TabularArrays:
+        return self.fit(df).transform(df)
+
+    @property
+    def unseen_counts_(self) -> dict[str, int]:
+        """Per category/binary column: values outside the training vocabulary in the last transform."""
+        self._check_fitted()
+        return {str(c.name): c.last_unseen_count_ for c in self.columns_ if isinstance(c, (CategoryPreprocessor, BinaryPreprocessor))}
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-safe state; `from_state(json.loads(json.dumps(state)))` transforms identically."""
+        self._check_fitted()
+        return {"kind": self.kind, "version": self.STATE_VERSION, "features": dict(self.features),
+                "max_categories": self.max_categories, "min_frequency": self.min_frequency,
+                "columns": [col.to_state() for col in self.columns_]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TabularPreprocessor:
+        if state.get("kind") != cls.kind:
+            raise DataError(f"preprocessor state has kind {state.get('kind')!r}; expected {cls.kind!r}")
+        if state.get("version", 0) > cls.STATE_VERSION:
+            raise DataError(f"tabular preprocessor state version {state.get('version')} is newer than supported ({cls.STATE_VERSION})")
+        obj = cls(state["features"], max_categories=state.get("max_categories", 1000), min_frequency=state.get("min_frequency", 1))
+        obj.columns_ = [_COLUMN_TYPES[s["kind"]].from_state(s) for s in state["columns"]]
+        obj._index_outputs()
+        return obj

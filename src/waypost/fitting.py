@@ -1,0 +1,257 @@
+"""One fit, top to bottom: read -> plan -> split -> preprocess -> train parts -> blend/select -> track.
+
+Kept apart from `Predictor` so the API class stays a thin, readable surface.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from waypost import __version__
+from waypost.config import WaypostConfig
+from waypost.errors import DataError, ModelFileError
+from waypost.plan import Decision
+
+GBM_ARCHS = ("lightgbm", "xgboost")
+
+
+def _console(predictor: Any, message: str) -> None:
+    if predictor.verbose:
+        from rich.console import Console
+
+        Console(stderr=True, highlight=False).print(message)
+
+
+def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> None:
+    from waypost.data.io import read_table
+    from waypost.data.preprocess import TabularPreprocessor
+    from waypost.data.target import TargetEncoder, drop_missing_target
+    from waypost.planning import require_target, resolve_job
+
+    started = time.perf_counter()
+    cfg: WaypostConfig = predictor.make_config()
+    train_df = read_table(train_data)
+    valid_df = read_table(valid_data) if valid_data is not None else None
+    require_target(train_df, cfg.target, "the training data")
+
+    train_df, n_missing_target = drop_missing_target(train_df, cfg.target)
+    cfg, plan = resolve_job(train_df, cfg)
+    if n_missing_target:
+        plan.insert(0, Decision("data", f"target '{cfg.target}'", "dropped rows",
+                                f"{n_missing_target} training rows have no target value"))
+    task = cfg.task
+    assert task is not None
+    if valid_df is None:
+        full_train = train_df
+        from waypost.data.split import split_frame
+
+        train_df, valid_df = split_frame(train_df, cfg.target, task, cfg.data.valid_fraction, cfg.training.seed)
+        plan.append(Decision("data", "validation", f"{len(valid_df)} rows",
+                             f"{cfg.data.valid_fraction:.0%} of the training data held out "
+                             f"(stratified on the {'class' if task != 'regression' else 'target deciles'}) "
+                             "for early stopping, blending and selection"))
+    else:
+        full_train = train_df
+        require_target(valid_df, cfg.target, "the validation data")
+        valid_df, _ = drop_missing_target(valid_df, cfg.target)
+        plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
+
+    features = {name: f.type for name, f in cfg.features.items()}
+    target_encoder = TargetEncoder(task).fit(train_df[cfg.target])
+    y_train = target_encoder.transform(train_df[cfg.target])
+    y_valid = target_encoder.transform(valid_df[cfg.target])
+    preprocessor = TabularPreprocessor(features).fit(train_df)
+    a_train, a_valid = preprocessor.transform(train_df), preprocessor.transform(valid_df)
+    n_classes = 0 if task == "regression" else len(target_encoder.classes_)
+
+    from waypost.track.tracker import make_tracker
+
+    tracker = make_tracker(
+        cfg.tracking.enabled, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+        run_name=f"{cfg.registered_model_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={"waypost.version": __version__, "waypost.task": task, "waypost.target": cfg.target},
+    )
+    with tracker:
+        tracker.log_params({"config": cfg.to_dict()})
+        tracker.log_params({"data": {"train_rows": len(train_df), "valid_rows": len(valid_df),
+                                     "features": len(features)}})
+        parts, scores, val_raw = {}, {}, {}
+        arch = cfg.model.architecture
+        if arch in ("blend", *GBM_ARCHS):
+            from waypost.models.gbm import GBMModel
+
+            library = arch if arch in GBM_ARCHS else cfg.model.gbm.library
+            _console(predictor, f"[bold]training[/] {library} on {len(train_df)} rows")
+            gbm = GBMModel(task=task, n_classes=n_classes, library=library, gbm=cfg.model.gbm,
+                           feature_names=preprocessor.gbm_names_, categorical=preprocessor.gbm_categorical_,
+                           seed=cfg.training.seed)
+            parts["gbm"] = gbm.fit(a_train, y_train, a_valid, y_valid, tracker=tracker)
+            plan.append(Decision("training", "gbm", library,
+                                 f"{gbm.best_iteration_} boosting rounds (early stopping on validation)"))
+        if arch in ("blend", "mlp"):
+            from waypost.models.tabular_mlp import MLPModel
+
+            limit = cfg.training.time_limit
+            remaining = None if limit is None else limit - (time.perf_counter() - started)
+            if remaining is not None and remaining <= 1.0 and parts:
+                plan.append(Decision("training", "mlp", "skipped", f"time_limit of {limit:.0f}s used up by the GBM"))
+            else:
+                mlp = MLPModel(task=task, n_classes=n_classes, cardinalities=preprocessor.category_cardinalities_,
+                               mlp=cfg.model.mlp, training=cfg.training)
+                parts["mlp"] = mlp.fit(a_train, y_train, a_valid, y_valid, tracker=tracker,
+                                       verbose=predictor.verbose, time_limit=remaining)
+                fr = mlp.fit_
+                plan.append(mlp.loss_decision_)
+                plan.append(Decision(
+                    "training", "mlp", f"{fr.epochs_run} epochs",
+                    f"best epoch {fr.best_epoch} restored; AdamW lr {cfg.training.learning_rate} "
+                    f"wd {cfg.training.weight_decay} ({cfg.training.schedule}), clip {cfg.training.grad_clip_norm}, "
+                    f"batch {mlp.batch_size_}, {fr.precision} on {fr.accelerator}, {fr.seconds:.1f}s"))
+
+        from waypost.ensemble.blend import BlendModel, fit_blend_weight, select, validation_loss
+
+        for name, part in parts.items():
+            val_raw[name] = part.predict_raw(a_valid)
+            scores[name] = validation_loss(task, val_raw[name], y_valid)
+        weight = None
+        if len(parts) == 2:
+            weight, scores["blend"] = fit_blend_weight(task, val_raw["gbm"], val_raw["mlp"], y_valid)
+        selection = select(task, scores, weight)
+        plan.append(selection)
+        selected = selection.choice
+        if selected == "blend":
+            model = BlendModel(parts, {"gbm": weight, "mlp": 1.0 - weight})
+        else:
+            model = BlendModel({selected: parts[selected]}, {selected: 1.0})
+            parts = {selected: parts[selected]}
+
+        predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
+        predictor.features_ = features
+        predictor.preprocessor_, predictor.target_encoder_ = preprocessor, target_encoder
+        predictor.model_, predictor.parts_, predictor.selected_ = model, parts, selected
+        predictor.blend_weights_ = model.weights
+        predictor.validation_scores_ = scores
+        mlp_part = parts.get("mlp")
+        predictor.history_ = mlp_part.fit_.history if mlp_part is not None else {}
+        predictor.validation_metrics_ = predictor.evaluate(valid_df)
+
+        from waypost.track.lineage import collect_lineage
+
+        source = train_data if isinstance(train_data, (str, Path)) else None
+        predictor.lineage_ = {**collect_lineage(full_train, source), "mlflow_run_id": tracker.run_id}
+        predictor.registered_model_ = None
+        _log_run(predictor, tracker, valid_df, val_raw, y_valid, mlp_part)
+        _console(predictor, f"[bold green]selected[/] {selected}: {selection.reason}")
+
+
+def _log_run(predictor: Any, tracker: Any, valid_df: pd.DataFrame, val_raw: dict[str, np.ndarray],
+             y_valid: np.ndarray, mlp_part: Any) -> None:
+    if tracker.run_id is None:
+        return
+    from waypost.track import plots
+
+    cfg = predictor.config_
+    tracker.log_metrics({f"val_{k}": v for k, v in predictor.validation_metrics_.items()})
+    tracker.log_metrics({f"val_score_{k}": v for k, v in predictor.validation_scores_.items()})
+    tracker.log_dict([d.to_dict() for d in predictor.plan_], "plan.json")
+    tracker.log_text(cfg.to_yaml(), "waypost.yaml")
+    tracker.log_dict(predictor.lineage_, "lineage.json")
+    tracker.set_tags({"waypost.selected": predictor.selected_,
+                      "waypost.data_digest": predictor.lineage_.get("data_digest", "")})
+    if predictor.history_:
+        tracker.log_figure(plots.learning_curves(predictor.history_), "plots/learning_curves.png")
+    if mlp_part is not None and mlp_part.fit_.weight_histograms:
+        tracker.log_dict(mlp_part.fit_.weight_histograms, "weight_histograms.json")
+    raw = predictor.model_.predict_raw(predictor.preprocessor_.transform(valid_df))
+    if predictor.task_ == "regression":
+        y_true = predictor.target_encoder_.inverse_transform(y_valid)
+        tracker.log_figure(plots.residuals_figure(y_true, predictor._decode(raw)), "plots/residuals.png")
+    else:
+        labels = [str(c) for c in predictor.classes_]
+        tracker.log_figure(plots.confusion_matrix_figure(y_valid, raw.argmax(1), labels), "plots/confusion_matrix.png")
+        tracker.log_figure(plots.roc_figure(y_valid, raw, labels), "plots/roc.png")
+    gbm = predictor.parts_.get("gbm")
+    if gbm is not None:
+        imp = gbm.feature_importance()
+        tracker.log_figure(plots.feature_importance_figure(list(imp), list(imp.values())), "plots/gbm_importance.png")
+    with tempfile.TemporaryDirectory(prefix="waypost-model-") as tmp:
+        model_dir = save_predictor(predictor, Path(tmp) / "model")
+        info = tracker.log_model(model_dir, cfg.registered_model_name)
+    predictor.registered_model_ = info
+    _console(predictor, f"[bold]tracked[/] run {tracker.run_id}; registered "
+             f"{info.get('registered_model')} v{info.get('version')}")
+
+
+# ---- persistence -----------------------------------------------------------------------------
+def save_predictor(predictor: Any, path: Path) -> Path:
+    from waypost.persistence import atomic_directory, write_manifest
+
+    with atomic_directory(path) as tmp:
+        parts = {name: part.save(tmp) for name, part in predictor.parts_.items()}
+        write_manifest(tmp, {
+            "waypost_version": __version__,
+            "target": predictor.target_,
+            "task": predictor.task_,
+            "features": predictor.features_,
+            "config": predictor.config_.to_dict(),
+            "preprocessor": predictor.preprocessor_.to_state(),
+            "target_encoder": predictor.target_encoder_.to_state(),
+            "selected": predictor.selected_,
+            "blend_weights": predictor.blend_weights_,
+            "parts": parts,
+            "plan": [d.to_dict() for d in predictor.plan_],
+            "validation_metrics": predictor.validation_metrics_,
+            "validation_scores": predictor.validation_scores_,
+            "history": predictor.history_,
+            "lineage": predictor.lineage_,
+        })
+    return path
+
+
+def load_predictor(cls: type, path: Path) -> Any:
+    from waypost.data.preprocess import TabularPreprocessor
+    from waypost.data.target import TargetEncoder
+    from waypost.ensemble.blend import BlendModel
+    from waypost.persistence import read_manifest
+
+    manifest = read_manifest(path)
+    try:
+        cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/waypost_model.json")
+        predictor = cls(cfg.target, config=cfg, verbose=False)
+        predictor.config_, predictor.target_, predictor.task_ = cfg, manifest["target"], manifest["task"]
+        predictor.features_ = dict(manifest["features"])
+        predictor.preprocessor_ = TabularPreprocessor.from_state(manifest["preprocessor"])
+        predictor.target_encoder_ = TargetEncoder.from_state(manifest["target_encoder"])
+        parts = {}
+        for name, entry in manifest["parts"].items():
+            if entry["kind"] == "mlp":
+                from waypost.models.tabular_mlp import MLPModel
+
+                parts[name] = MLPModel.load(path, entry)
+            elif entry["kind"] == "gbm":
+                from waypost.models.gbm import GBMModel
+
+                parts[name] = GBMModel.load(path, entry)
+            else:
+                raise ModelFileError(f"{path}: unknown model part kind {entry['kind']!r}")
+        predictor.parts_, predictor.selected_ = parts, manifest["selected"]
+        predictor.blend_weights_ = manifest["blend_weights"]
+        predictor.model_ = BlendModel(parts, predictor.blend_weights_)
+        predictor.plan_ = [Decision.from_dict(d) for d in manifest["plan"]]
+        predictor.validation_metrics_ = manifest.get("validation_metrics", {})
+        predictor.validation_scores_ = manifest.get("validation_scores", {})
+        predictor.history_ = manifest.get("history", {})
+        predictor.lineage_ = manifest.get("lineage", {})
+        predictor.registered_model_ = None
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}/waypost_model.json is incomplete or corrupt: {exc!r}") from None
+    return predictor
+
+
+warnings.filterwarnings("ignore", message=".*X does not have valid feature names.*")

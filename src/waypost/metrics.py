@@ -1,0 +1,37 @@
+"""The metrics `evaluate` reports, in the original label/target space."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """y_true: class codes 0..k-1; proba: (n, k) in code order."""
+    from sklearn import metrics as skm
+
+    k = proba.shape[1]
+    pred = proba.argmax(1)
+    out = {
+        "accuracy": skm.accuracy_score(y_true, pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred),
+        "f1_macro": skm.f1_score(y_true, pred, average="macro", labels=list(range(k)), zero_division=0),
+        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=list(range(k))),
+    }
+    present = np.unique(y_true)
+    if len(present) < 2:
+        out["roc_auc"] = float("nan")  # undefined with one class in the evaluation data
+    elif k == 2:
+        out["roc_auc"] = skm.roc_auc_score(y_true, proba[:, 1])
+    else:
+        p = proba[:, present] / np.clip(proba[:, present].sum(1, keepdims=True), 1e-15, None)
+        out["roc_auc"] = skm.roc_auc_score(y_true, p, multi_class="ovr", average="macro", labels=present) if len(present) > 2 else skm.roc_auc_score(y_true == present[1], p[:, 1])
+    return {k_: float(v) for k_, v in out.items()}
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm
+
+    return {
+        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)),
+    }

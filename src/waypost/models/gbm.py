@@ -1,0 +1,178 @@
+"""Gradient-boosted trees (LightGBM, XGBoost) on the GBM view of the table.
+
+Registered as `lightgbm` and `xgboost`. They get raw numbers with NaN left in (both route missing
+values natively) and category codes flagged as categorical, so no one-hot blow-up. Saved in each
+library's own text/JSON format: nothing pickled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from waypost.config import GBMConfig
+from waypost.data.preprocess import TabularArrays
+from waypost.errors import ModelFileError, NotFittedError
+from waypost.models.registry import register
+
+FILES = {"lightgbm": "gbm.lightgbm.txt", "xgboost": "gbm.xgboost.json"}
+
+
+def min_child_samples(cfg: GBMConfig, n_rows: int) -> int:
+    """LightGBM's default of 20 rows per leaf starves trees on a few hundred rows; scale it down."""
+    if cfg.min_child_samples != "auto":
+        return int(cfg.min_child_samples)
+    return int(np.clip(n_rows // 50, 3, 20))
+
+
+class GBMModel:
+    kind = "gbm"
+
+    def __init__(self, *, task: str, n_classes: int = 0, library: str = "lightgbm",
+                 gbm: GBMConfig | None = None, feature_names: list[str] | None = None,
+                 categorical: list[int] | None = None, seed: int = 0) -> None:
+        self.task, self.n_classes, self.library = task, n_classes, library
+        self.gbm = gbm or GBMConfig(library=library)
+        self.feature_names = list(feature_names or [])
+        self.categorical = list(categorical or [])
+        self.seed = seed
+
+    # ---- fit ------------------------------------------------------------------------------
+    def fit(self, train: TabularArrays, y_train: np.ndarray, valid: TabularArrays, y_valid: np.ndarray,
+            *, tracker: Any = None, verbose: bool = False, time_limit: float | None = None) -> GBMModel:
+        fit = self._fit_lightgbm if self.library == "lightgbm" else self._fit_xgboost
+        self.eval_history_: list[float] = []
+        fit(train.gbm, y_train, valid.gbm, y_valid)
+        if tracker is not None and self.eval_history_:
+            # One batch for the whole curve: a metric per boosting round, written at once.
+            for i in range(0, len(self.eval_history_), 50):
+                for step, v in enumerate(self.eval_history_[i:i + 50], start=i):
+                    tracker.log_metrics({"gbm_val_loss": v}, step=step)
+        return self
+
+    def _fit_lightgbm(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray) -> None:
+        import lightgbm as lgb
+
+        cfg = self.gbm
+        params = dict(
+            n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate, num_leaves=cfg.num_leaves,
+            max_depth=cfg.max_depth, min_child_samples=min_child_samples(cfg, len(y)),
+            subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed, verbose=-1,
+        )
+        est = lgb.LGBMRegressor(**params) if self.task == "regression" else lgb.LGBMClassifier(**params)
+        record: dict[str, Any] = {}
+        # LightGBM 4.7 renamed eval_set to eval_X/eval_y; older 4.x only knows eval_set.
+        import inspect
+
+        evals = ({"eval_X": (Xv,), "eval_y": (yv,)} if "eval_X" in inspect.signature(est.fit).parameters
+                 else {"eval_set": [(Xv, yv)]})
+        est.fit(
+            X, y, **evals, feature_name=self._names(X), categorical_feature=self.categorical or "auto",
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(record)],
+        )
+        self.booster_ = est.booster_
+        self.best_iteration_ = int(est.best_iteration_ or est.n_estimators)
+        self.eval_history_ = list(next(iter(next(iter(record.values()), {}).values()), []))
+
+    def _fit_xgboost(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray) -> None:
+        import xgboost as xgb
+
+        cfg = self.gbm
+        params = dict(
+            n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
+            max_depth=cfg.max_depth if cfg.max_depth > 0 else 6, subsample=0.8, colsample_bytree=0.8,
+            tree_method="hist", enable_categorical=True, feature_types=self._feature_types(X.shape[1]),
+            early_stopping_rounds=cfg.early_stopping_rounds, random_state=self.seed,
+            max_cat_to_onehot=1,
+        )
+        est = xgb.XGBRegressor(**params) if self.task == "regression" else xgb.XGBClassifier(**params)
+        est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
+        self.best_iteration_ = int(est.best_iteration) + 1
+        self.booster_ = est.get_booster()[: self.best_iteration_]
+        results = est.evals_result().get("validation_0", {})
+        self.eval_history_ = list(next(iter(results.values()), []))[: self.best_iteration_]
+
+    def _names(self, X: np.ndarray) -> list[str]:
+        names = self.feature_names or [f"f{i}" for i in range(X.shape[1])]
+        # LightGBM rejects some characters in feature names; positions are what matter.
+        return [f"f{i}_{''.join(c if c.isalnum() else '_' for c in n)}" for i, n in enumerate(names)]
+
+    def _feature_types(self, n: int) -> list[str]:
+        return ["c" if i in set(self.categorical) else "q" for i in range(n)]
+
+    # ---- predict --------------------------------------------------------------------------
+    def predict_raw(self, arrays: TabularArrays) -> np.ndarray:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("GBMModel is not fitted: call fit() first")
+        X = np.ascontiguousarray(arrays.gbm, dtype=np.float32)
+        if self.library == "lightgbm":
+            out = self.booster_.predict(X, num_iteration=self.best_iteration_)
+        else:
+            import xgboost as xgb
+
+            dm = xgb.DMatrix(X, feature_types=self._feature_types(X.shape[1]), enable_categorical=True)
+            out = self.booster_.predict(dm)
+        out = np.asarray(out, dtype=np.float64)
+        if self.task == "regression":
+            return out.reshape(-1)
+        if out.ndim == 1:  # binary objectives return P(class 1)
+            out = np.column_stack([1.0 - out, out])
+        return out
+
+    def feature_importance(self) -> dict[str, float]:
+        if self.library == "lightgbm":
+            gains = self.booster_.feature_importance(importance_type="gain")
+            return dict(zip(self.feature_names, map(float, gains)))
+        scores = self.booster_.get_score(importance_type="gain")
+        return {n: float(scores.get(f"f{i}", 0.0)) for i, n in enumerate(self.feature_names)}
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        path = directory / FILES[self.library]
+        if self.library == "lightgbm":
+            self.booster_.save_model(str(path), num_iteration=self.best_iteration_)
+        else:
+            self.booster_.save_model(str(path))
+        return {"kind": self.kind, "library": self.library, "file": path.name, "task": self.task,
+                "n_classes": self.n_classes, "feature_names": self.feature_names,
+                "categorical": self.categorical, "best_iteration": self.best_iteration_}
+
+    @classmethod
+    def load(cls, directory: Path, entry: dict[str, Any]) -> GBMModel:
+        path = directory / entry["file"]
+        if not path.is_file():
+            raise ModelFileError(f"model file missing: {path}")
+        model = cls(task=entry["task"], n_classes=entry["n_classes"], library=entry["library"],
+                    feature_names=entry["feature_names"], categorical=entry["categorical"])
+        model.best_iteration_ = int(entry["best_iteration"])
+        try:
+            if model.library == "lightgbm":
+                import lightgbm as lgb
+
+                model.booster_ = lgb.Booster(model_file=str(path))
+            else:
+                import xgboost as xgb
+
+                model.booster_ = xgb.Booster()
+                model.booster_.load_model(str(path))
+        except Exception as exc:  # each library raises its own error type for a corrupt file
+            raise ModelFileError(f"{path}: not a readable {model.library} model ({exc})") from None
+        return model
+
+
+_GBM_TYPES = {"numeric", "category", "binary", "datetime"}
+
+
+@register("lightgbm", data_types=_GBM_TYPES, requires=("lightgbm",), priority=5,
+          reason="LightGBM: histogram gradient boosting with native categorical splits and missing values",
+          when="tabular data; the strongest single model on most tables")
+def build_lightgbm(**kwargs: Any) -> GBMModel:
+    return GBMModel(library="lightgbm", **kwargs)
+
+
+@register("xgboost", data_types=_GBM_TYPES, requires=("xgboost",), priority=4,
+          reason="XGBoost: gradient boosting with native categorical support",
+          when="tabular data, when asked or when LightGBM is missing")
+def build_xgboost(**kwargs: Any) -> GBMModel:
+    return GBMModel(library="xgboost", **kwargs)

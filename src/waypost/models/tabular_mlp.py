@@ -1,0 +1,161 @@
+"""Tabular MLP: category embeddings + standardised numbers -> Linear/BatchNorm/SiLU/Dropout blocks.
+
+Registered as `mlp`. On its own it rarely beats boosted trees on tabular data, which is why the
+default for tables is the blend; it earns its place in that blend on smooth, high-dimensional signal
+and as the encoder that fuses with other column types.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from waypost.config import MLPConfig, TrainingConfig
+from waypost.data.preprocess import TabularArrays
+from waypost.errors import ModelFileError, NotFittedError
+from waypost.models.registry import register
+from waypost.train.batches import TensorBatches, auto_batch_size, balanced_sample_weights
+from waypost.train.engine import FitResult, fit_network, predict_network
+from waypost.train.losses import choose_loss
+
+
+def embedding_dim(cardinality: int, cap: int = 32) -> int:
+    """fast.ai's rule of thumb: grows sublinearly with the vocabulary, capped."""
+    return int(min(cap, max(2, round(1.6 * cardinality**0.56))))
+
+
+class TabularMLP(nn.Module):
+    def __init__(
+        self,
+        n_numeric: int,
+        cardinalities: list[int],
+        out_dim: int,
+        hidden: list[int],
+        dropout: float = 0.1,
+        batchnorm: bool = True,
+        max_embedding_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "n_numeric": n_numeric, "cardinalities": list(cardinalities), "out_dim": out_dim,
+            "hidden": list(hidden), "dropout": dropout, "batchnorm": batchnorm,
+            "max_embedding_dim": max_embedding_dim,
+        }
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(c, embedding_dim(c, max_embedding_dim)) for c in cardinalities
+        )
+        width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h) if batchnorm else nn.Identity(), nn.SiLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_dim)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        parts = [x_num] + [emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.head(self.body(torch.cat(parts, dim=1)))
+
+
+def _tensors(arrays: TabularArrays) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(arrays.numeric, dtype=np.float32)), torch.from_numpy(
+        np.ascontiguousarray(arrays.categorical, dtype=np.int64)
+    )
+
+
+class MLPModel:
+    """Estimator around TabularMLP. Works in the encoded target space: class codes, or the
+    standardised regression target; `predict_raw` returns probabilities or standardised values."""
+
+    kind = "mlp"
+
+    def __init__(self, *, task: str, n_classes: int = 0, cardinalities: list[int] | None = None,
+                 mlp: MLPConfig | None = None, training: TrainingConfig | None = None) -> None:
+        self.task = task
+        self.n_classes = n_classes
+        self.cardinalities = list(cardinalities or [])
+        self.mlp = mlp or MLPConfig()
+        self.training = training or TrainingConfig()
+
+    def fit(
+        self, train: TabularArrays, y_train: np.ndarray, valid: TabularArrays, y_valid: np.ndarray,
+        *, tracker: Any = None, verbose: bool = False, time_limit: float | None = None,
+    ) -> MLPModel:
+        cfg = self.training
+        out_dim = 1 if self.task == "regression" else self.n_classes
+        self.net_ = TabularMLP(
+            train.numeric.shape[1], [int(c) for c in self.cardinalities], out_dim, self.mlp.hidden,
+            self.mlp.dropout, self.mlp.batchnorm, self.mlp.max_embedding_dim,
+        )
+        counts = None if self.task == "regression" else np.bincount(y_train, minlength=self.n_classes)
+        loss_fn, sampling, self.loss_decision_ = choose_loss(
+            self.task, cfg.loss, cfg.imbalance, cfg.focal_gamma, counts
+        )
+        y_dtype = torch.float32 if self.task == "regression" else torch.int64
+        yt, yv = torch.as_tensor(y_train, dtype=y_dtype), torch.as_tensor(y_valid, dtype=y_dtype)
+        self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(len(yt))
+        weights = balanced_sample_weights(y_train) if sampling == "oversample" else None
+        # drop_last avoids a 1-row batch, which BatchNorm cannot normalise.
+        train_batches = TensorBatches((*_tensors(train), yt), self.batch_size_, shuffle=True,
+                                      sample_weights=weights, seed=cfg.seed, drop_last=True)
+        valid_batches = TensorBatches((*_tensors(valid), yv), 4096)
+        self.fit_: FitResult = fit_network(
+            self.net_, train_batches, valid_batches, task=self.task, loss_fn=loss_fn, cfg=cfg,
+            tracker=tracker, verbose=verbose, time_limit=time_limit, description="MLP",
+        )
+        return self
+
+    def predict_raw(self, arrays: TabularArrays) -> np.ndarray:
+        if not hasattr(self, "net_"):
+            raise NotFittedError("MLPModel is not fitted: call fit() first")
+        out = predict_network(self.net_, _tensors(arrays))
+        if self.task == "regression":
+            return out[:, 0].astype(np.float64)
+        return torch.softmax(torch.from_numpy(out).double(), dim=1).numpy()
+
+    # ---- persistence: safetensors + the constructor arguments as JSON ------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(directory / "mlp.safetensors"))
+        return {"kind": self.kind, "file": "mlp.safetensors", "task": self.task,
+                "n_classes": self.n_classes, "net": self.net_.config}
+
+    @classmethod
+    def load(cls, directory: Path, entry: dict[str, Any]) -> MLPModel:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = directory / entry["file"]
+        if not path.is_file():
+            raise ModelFileError(f"model file missing: {path}")
+        model = cls(task=entry["task"], n_classes=entry["n_classes"])
+        model.net_ = TabularMLP(**entry["net"])
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+        try:
+            model.net_.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{path}: weights do not match the manifest's network ({exc})") from None
+        model.net_.eval()
+        return model
+
+
+@register(
+    "mlp",
+    data_types={"numeric", "category", "binary", "datetime"},
+    reason="MLP with category embeddings, batchnorm and dropout",
+    when="tabular data when no gradient-boosting library is installed, or when asked",
+    requires=("torch",),
+    priority=10,
+    tags=("default",),
+)
+def build_mlp(**kwargs: Any) -> MLPModel:
+    return MLPModel(**kwargs)

@@ -1,0 +1,84 @@
+"""Model directories: a JSON manifest with a format version, safetensors, and GBMs in native formats.
+
+Writes go to a hidden temporary sibling that is renamed into place only when complete, so a crash or
+a bad input never leaves a half-written model where a loader (or a server) would pick it up.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from waypost.errors import ModelFileError
+
+MANIFEST = "waypost_model.json"
+FORMAT = "waypost.model"
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temp directory; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    if path.exists() and not (path / MANIFEST).is_file() and any(path.iterdir()):
+        raise ModelFileError(f"{path} exists and is not a waypost model directory; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    body = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    (directory / MANIFEST).write_text(json.dumps(body, indent=2, default=_json_default))
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelFileError(f"model directory not found: {directory}")
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path} not found: {directory} is not a model directory written by Predictor.save / waypost train"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a waypost model manifest (missing format '{FORMAT}')")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has format_version {version!r}; this waypost reads up to {FORMAT_VERSION}: upgrade waypost"
+        )
+    return manifest
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,70 @@
+"""Turn a table + a config into a resolved job: task, feature types and architecture, each with a reason.
+
+`waypost init` writes the result to waypost.yaml; `fit` runs the same function, so a config written by
+init and one inferred on the fly give the same plan. Choices already in the config are kept.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from waypost.config import FeatureConfig, WaypostConfig
+from waypost.data.infer import infer_schema, infer_task
+from waypost.data.types import TABULAR_TYPES
+from waypost.errors import DataError
+from waypost.models.registry import choose_architecture
+from waypost.plan import Decision
+
+
+def require_target(df: pd.DataFrame, target: str, where: str = "the data") -> None:
+    if target not in df.columns:
+        cols = list(map(str, df.columns))
+        shown = cols[:20] + (["..."] if len(cols) > 20 else [])
+        raise DataError(f"target column '{target}' not found in {where}; columns are {shown}")
+
+
+def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, list[Decision]]:
+    target = cfg.target
+    require_target(df, target)
+    plan: list[Decision] = []
+
+    if cfg.task is not None:
+        task, task_reason = cfg.task, cfg.task_reason or "set in the config"
+    else:
+        task, task_reason = infer_task(df[target], target)
+    plan.append(Decision("task", f"target '{target}'", task, task_reason))
+
+    if cfg.features:
+        missing = [c for c in cfg.features if c not in df.columns]
+        if missing:
+            raise DataError(f"feature columns from the config are missing in the data: {missing}")
+        features = dict(cfg.features)
+        dropped = dict(cfg.dropped)
+    else:
+        schema = infer_schema(df, target)
+        features = {n: FeatureConfig(type=d.type, reason=d.reason) for n, d in schema.features.items()}
+        dropped = dict(schema.dropped)
+
+    for name, feat in list(features.items()):
+        if feat.type not in TABULAR_TYPES:
+            dropped[name] = f"{feat.type} column: {feat.reason}; no {feat.type} encoder in this waypost version"
+            del features[name]
+    if not features:
+        raise DataError(
+            f"no usable feature columns besides the target '{target}' (dropped: {dropped or 'none'})"
+        )
+    for name, feat in features.items():
+        plan.append(Decision("column", f"column '{name}'", feat.type, feat.reason))
+    for name, why in dropped.items():
+        plan.append(Decision("column", f"column '{name}'", "dropped", why))
+
+    arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
+    if cfg.model.architecture != "auto" and cfg.model.reason:
+        arch = Decision(arch.step, arch.subject, arch.choice, cfg.model.reason)
+    plan.append(arch)
+
+    resolved = cfg.model_copy(deep=True)
+    resolved.task, resolved.task_reason = task, task_reason
+    resolved.features, resolved.dropped = features, dropped
+    resolved.model.architecture = arch.choice  # type: ignore[assignment]
+    resolved.model.reason = arch.reason
+    return resolved, plan

@@ -1,0 +1,203 @@
+"""The training engine: one LightningModule for every supervised network, plus `fit_network`.
+
+The step uses manual optimisation so the whole recipe reads top to bottom in `training_step`:
+forward, loss, backward, clip, AdamW step, schedule step. Lightning supplies devices, mixed
+precision, early stopping and the time limit.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from waypost.config import TrainingConfig
+from waypost.train.batches import TensorBatches
+from waypost.train.callbacks import BestWeights, History, RichProgress, WeightMonitor
+from waypost.train.optim import make_optimizer, make_scheduler
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class SupervisedModule(L.LightningModule):
+    def __init__(
+        self, net: nn.Module, loss_fn: nn.Module, task: str, cfg: TrainingConfig, total_steps: int
+    ) -> None:
+        super().__init__()
+        self.net, self.loss_fn, self.task, self.cfg = net, loss_fn, task, cfg
+        self.total_steps = total_steps
+        self.automatic_optimization = False
+        self.epoch_metrics: dict[str, float] = {}
+        self._reset_epoch()
+
+    def _reset_epoch(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self._steps = 0
+        self._grad_norms: list[torch.Tensor] = []
+        self._val_out: list[torch.Tensor] = []
+        self._val_y: list[torch.Tensor] = []
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
+
+    def configure_optimizers(self) -> Any:
+        fp16 = str(self.trainer.precision).startswith("16")
+        opt = make_optimizer(self.net, self.cfg.learning_rate, self.cfg.weight_decay, fused=not fp16)
+        sched = make_scheduler(opt, self.cfg.schedule, self.total_steps, self.cfg.warmup_fraction)
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_epoch()
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        *inputs, y = batch
+        out = self.net(*inputs)                  # autocast (bf16/fp16) is applied by Lightning's precision
+        loss = self.loss_fn(out, y)              # class-weighted / focal / MSE, computed in fp32
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)               # loss scaling under fp16
+        opt.step()                               # unscale -> on_before_optimizer_step (clip) -> AdamW
+        sched.step()                             # warmup + cosine, per step
+        self._losses.append(loss.detach())     # summed once per epoch: no device sync per step
+        self._steps += 1
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradients are unscaled here under every precision; clip to a global norm and keep the norm.
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        max_norm = self.cfg.grad_clip_norm or math.inf
+        # On CPU checking the norm costs nothing, so rescale only when over the limit; on GPU always
+        # rescale (by a factor clamped to 1) to avoid a device sync every step.
+        if norm.device.type != "cpu" or float(norm) > max_norm:
+            torch.nn.utils.clip_grads_with_norm_(grads, max_norm, norm)
+        self._grad_norms.append(norm.detach())
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        *inputs, y = batch
+        self._val_out.append(self.net(*inputs).detach().float().cpu())
+        self._val_y.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val_out:
+            self._val_out, self._val_y = [], []
+            return
+        out, y = torch.cat(self._val_out), torch.cat(self._val_y)
+        self._val_out, self._val_y = [], []
+        if self.task == "regression":
+            val_loss = F.mse_loss(out.squeeze(-1), y.float())
+            metric = val_loss.sqrt()  # rmse in standardised units
+        else:
+            val_loss = F.cross_entropy(out, y)  # unweighted: comparable across loss choices
+            metric = (out.argmax(-1) == y).float().mean()
+        m = {"val_loss": float(val_loss), "val_metric": float(metric)}
+        if self._steps:
+            m["train_loss"] = float(torch.stack(self._losses).float().mean())
+            norms = torch.stack(self._grad_norms).float()
+            m["grad_norm_mean"], m["grad_norm_max"] = float(norms.mean()), float(norms.max())
+        m["lr"] = float(self.optimizers().param_groups[0]["lr"])
+        self.epoch_metrics = m
+        self.log("val_loss", m["val_loss"], prog_bar=False, logger=False)
+
+
+def resolve_device(cfg: TrainingConfig) -> tuple[str, str]:
+    """(accelerator, precision). bf16 on GPUs that support it (no loss scaling needed), fp16 on older
+    GPUs; fp32 on CPU because bf16 autocast there is only faster on CPUs with AMX/AVX512-BF16."""
+    accelerator = cfg.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    precision = cfg.precision
+    if precision == "auto":
+        if accelerator == "gpu":
+            precision = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        else:
+            precision = "32-true"
+    return accelerator, precision
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    accelerator: str
+    precision: str
+    weight_histograms: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit_network(
+    net: nn.Module,
+    train: TensorBatches,
+    valid: TensorBatches,
+    *,
+    task: str,
+    loss_fn: nn.Module,
+    cfg: TrainingConfig,
+    tracker: Any = None,
+    verbose: bool = False,
+    time_limit: float | None = None,
+    description: str = "training",
+) -> FitResult:
+    """Train `net` in place with every default trick; the best validation weights are restored."""
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    accelerator, precision = resolve_device(cfg)
+    module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train))
+    best, history = BestWeights(), History(tracker)
+    callbacks: list[L.Callback] = [
+        best,
+        history,
+        L.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, mode="min"),
+    ]
+    weights = WeightMonitor(tracker) if cfg.weight_histograms else None
+    if weights is not None:
+        callbacks.append(weights)
+    if verbose:
+        callbacks.append(RichProgress(description))
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=cfg.max_epochs,
+        max_time=timedelta(seconds=time_limit) if time_limit else None,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=None,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=valid)
+    seconds = time.perf_counter() - started
+    net.cpu().eval()
+    return FitResult(
+        history=history.history,
+        best_epoch=best.best_epoch,
+        epochs_run=trainer.current_epoch,
+        seconds=seconds,
+        accelerator=accelerator,
+        precision=precision,
+        weight_histograms=weights.histograms if weights else [],
+    )
+
+
+@torch.inference_mode()
+def predict_network(net: nn.Module, tensors: tuple[torch.Tensor, ...], batch_size: int = 4096) -> np.ndarray:
+    """Raw outputs (logits or values) in fp32 on CPU, in eval mode."""
+    net.eval()
+    n = int(tensors[0].shape[0])
+    outs = [net(*(t[i : i + batch_size] for t in tensors)).float() for i in range(0, n, batch_size)]
+    return torch.cat(outs).numpy() if outs else np.zeros((0,), dtype=np.float32)

@@ -1,0 +1,123 @@
+"""The training engine's tricks, each checked for an effect that could go wrong."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from waypost.config import TrainingConfig
+from waypost.models.tabular_mlp import TabularMLP
+from waypost.train.batches import TensorBatches, auto_batch_size, balanced_sample_weights
+from waypost.train.engine import fit_network, predict_network
+from waypost.train.losses import FocalLoss, choose_loss, class_weights
+from waypost.train.optim import make_optimizer, make_scheduler
+
+
+def test_focal_loss_reduces_to_cross_entropy_and_downweights_easy_examples():
+    logits = torch.tensor([[4.0, -4.0], [0.1, 0.0], [-1.0, 2.0]])
+    y = torch.tensor([0, 1, 1])
+    assert torch.allclose(FocalLoss(gamma=0.0)(logits, y), F.cross_entropy(logits, y), atol=1e-6)
+    per_ce = F.cross_entropy(logits, y, reduction="none")
+    focal = FocalLoss(gamma=2.0)
+    # the easy first example loses most of its weight relative to the hard second one
+    assert focal(logits[:1], y[:1]) / per_ce[0] < focal(logits[1:2], y[1:2]) / per_ce[1]
+
+
+def test_imbalance_rule_picks_class_weights_only_when_imbalanced():
+    _, _, d = choose_loss("binary", "auto", "auto", 2.0, np.array([9670, 330]))
+    assert d.choice == "class_weights"
+    _, _, d = choose_loss("binary", "auto", "auto", 2.0, np.array([500, 450]))
+    assert d.choice == "cross_entropy"
+    _, sampling, d = choose_loss("binary", "auto", "oversample", 2.0, np.array([900, 100]))
+    assert sampling == "oversample" and d.choice == "oversample"
+    w = class_weights(np.array([900, 100]))
+    assert w[1] / w[0] == pytest.approx(3.0) and w.mean() == pytest.approx(1.0)
+
+
+def test_oversampling_draws_classes_evenly():
+    y = np.array([0] * 950 + [1] * 50)
+    batches = TensorBatches((torch.from_numpy(y),), 100, sample_weights=balanced_sample_weights(y), seed=1)
+    drawn = torch.cat([b[0] for b in batches]).numpy()
+    assert 0.4 < drawn.mean() < 0.6
+
+
+def test_no_weight_decay_on_biases_and_norms_and_warmup_cosine_shape():
+    net = TabularMLP(3, [4], 2, [8])
+    opt = make_optimizer(net, 1e-2, 0.1)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    for name, p in net.named_parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2), name
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    sched = make_scheduler(opt, "warmup_cosine", total_steps=100, warmup_fraction=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[5] < lrs[9] and max(lrs) == pytest.approx(1e-2)
+    assert lrs[-1] < 1e-4 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def _wine_tensors():
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    tr, va = idx[:120], idx[120:]
+    cat = np.zeros((len(y), 0), dtype=np.int64)
+    t = lambda i: (torch.from_numpy(X[i]), torch.from_numpy(cat[i]), torch.from_numpy(y[i]))  # noqa: E731
+    return t(tr), t(va)
+
+
+def test_engine_learns_restores_best_weights_and_logs_every_epoch():
+    (tr, va) = _wine_tensors()
+    net = TabularMLP(13, [], 3, [32], dropout=0.1)
+    cfg = TrainingConfig(max_epochs=30, early_stopping_patience=5, learning_rate=1e-2)
+    res = fit_network(net, TensorBatches(tr, 32, shuffle=True, drop_last=True), TensorBatches(va, 512),
+                      task="multiclass", loss_fn=torch.nn.CrossEntropyLoss(), cfg=cfg)
+    h = res.history
+    n = len(h["val_loss"])
+    assert n >= 2 and all(len(h[k]) == n for k in ("train_loss", "lr", "grad_norm_mean", "grad_norm_max"))
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    # the weights left in the network are the best epoch's, not the last one's
+    out = torch.from_numpy(predict_network(net, va[:2]))
+    restored = float(F.cross_entropy(out, va[2]))
+    assert restored == pytest.approx(min(h["val_loss"]), rel=1e-4)
+    assert restored == pytest.approx(h["val_loss"][res.best_epoch], rel=1e-4)
+    assert (out.argmax(1) == va[2]).float().mean() > 0.9
+    assert max(h["grad_norm_max"]) < 1e3 and all(math.isfinite(v) for v in h["grad_norm_mean"])
+    assert res.weight_histograms and "body.0.weight" in res.weight_histograms[0]["layers"]
+
+
+def test_gradient_clipping_hook_clips_to_the_global_norm_and_reports_the_raw_norm():
+    from waypost.train.engine import SupervisedModule
+
+    (tr, va) = _wine_tensors()
+    net = TabularMLP(13, [], 3, [16], batchnorm=False, dropout=0.0)
+    module = SupervisedModule(net, torch.nn.CrossEntropyLoss(), "multiclass", TrainingConfig(grad_clip_norm=1.0), 10)
+    loss = F.cross_entropy(net(tr[0] * 1e4, tr[1]), tr[2])
+    loss.backward()
+    raw = torch.nn.utils.get_total_norm([p.grad for p in net.parameters()])
+    assert raw > 10
+    module.on_before_optimizer_step(None)
+    clipped = torch.nn.utils.get_total_norm([p.grad for p in net.parameters()])
+    assert float(clipped) == pytest.approx(1.0, rel=1e-4)
+    assert float(module._grad_norms[-1]) == pytest.approx(float(raw), rel=1e-5)
+
+
+def test_time_limit_stops_training():
+    (tr, va) = _wine_tensors()
+    net = TabularMLP(13, [], 3, [64])
+    cfg = TrainingConfig(max_epochs=100_000, early_stopping_patience=100_000)
+    res = fit_network(net, TensorBatches(tr, 8, shuffle=True), TensorBatches(va, 512), task="multiclass",
+                      loss_fn=torch.nn.CrossEntropyLoss(), cfg=cfg, time_limit=2.0)
+    assert res.seconds < 6 and res.epochs_run < 100_000
+
+
+def test_auto_batch_size_bounds():
+    assert auto_batch_size(100) == 16 and auto_batch_size(10_000) == 512 and auto_batch_size(2_000) == 128
