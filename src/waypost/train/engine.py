@@ -75,13 +75,13 @@ class SupervisedModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Gradients are unscaled here under every precision; clip to a global norm and keep the norm.
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         max_norm = self.cfg.grad_clip_norm or math.inf
         # On CPU checking the norm costs nothing, so rescale only when over the limit; on GPU always
         # rescale (by a factor clamped to 1) to avoid a device sync every step.
         if norm.device.type != "cpu" or float(norm) > max_norm:
-            torch.nn.utils.clip_grads_with_norm_(grads, max_norm, norm)
+            torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         self._grad_norms.append(norm.detach())
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
