@@ -244,6 +244,10 @@ class MlflowTracker:
         `end()` it opens a fresh run (one tracker can serve a sequence of runs)."""
         if self._run_id is not None and not self._ended:
             return self
+        # MLflow's per-artifact progress bars and INFO lines about table creation drown the plan.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         db = _sqlite_path(self.tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
