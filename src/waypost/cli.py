@@ -51,11 +51,11 @@ def _print_plan(plan: list, title: str = "plan") -> None:  # type: ignore[type-a
     _console().print(table)
 
 
-def _print_metrics(metrics: dict, title: str = "metrics") -> None:  # type: ignore[type-arg]
+def _print_metrics(metrics: dict, title: str = "metrics", key: str = "metric") -> None:  # type: ignore[type-arg]
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    table.add_column("metric")
+    table.add_column(key)
     table.add_column("value", justify="right")
     for k, v in metrics.items():
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
@@ -223,7 +223,7 @@ def info(
             return
         _print_plan(predictor.plan_, f"plan of {model}")
         _print_metrics(predictor.validation_metrics_, "validation metrics")
-        _print_metrics({k: str(v) for k, v in predictor.lineage_.items() if not isinstance(v, (list, dict))}, "lineage")
+        _print_metrics({k: str(v) for k, v in predictor.lineage_.items() if not isinstance(v, (list, dict))}, "lineage", key="field")
 
     _run(go)
 

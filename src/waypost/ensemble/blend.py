@@ -38,7 +38,7 @@ def select(task: str, scores: dict[str, float], weight: float | None = None) -> 
     metric = "MSE" if task == "regression" else "log loss"
     listed = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
     extra = f"; blend weight on GBM = {weight:.2f}" if weight is not None else ""
-    return Decision("selection", "model", name, f"lowest validation {metric} ({listed}){extra}")
+    return Decision("selection", "selected model", name, f"lowest validation {metric} ({listed}){extra}")
 
 
 class BlendModel:

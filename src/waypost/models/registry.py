@@ -93,7 +93,7 @@ def choose_architecture(feature_types: set[str], requested: str = "auto") -> Dec
                 f"model.architecture: {requested!r} needs {arch.missing()}; "
                 f"install them (pip install 'waypost[tabular]') or choose another architecture"
             )
-        return Decision("architecture", "model", requested, f"requested in the config; {arch.reason}")
+        return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
     unsupported = feature_types - TABULAR_TYPES
     if unsupported:
         raise ConfigError(f"no architecture is registered yet for column types {sorted(unsupported)}")
@@ -104,6 +104,6 @@ def choose_architecture(feature_types: set[str], requested: str = "auto") -> Dec
     for arch in candidates:
         if arch.available():
             note = f" ({'; '.join(skipped)})" if skipped else ""
-            return Decision("architecture", "model", arch.name, f"{arch.reason}{note}")
+            return Decision("architecture", "architecture", arch.name, f"{arch.reason}{note}")
         skipped.append(f"{arch.name} skipped: {', '.join(arch.missing())} not installed")
     raise ConfigError(f"no available architecture for {sorted(feature_types)}: {'; '.join(skipped)}")

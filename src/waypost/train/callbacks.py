@@ -55,10 +55,10 @@ class History(L.Callback):
 
 
 class WeightMonitor(L.Callback):
-    """Per-layer weight norms every epoch (as metrics) and histograms every `every` epochs (kept in
+    """Per-layer weight norms (as metrics) and histograms every `every` epochs (kept in
     `histograms` for an artifact): exploding or dead layers show up here before the loss says so."""
 
-    def __init__(self, tracker: Any = None, prefix: str = "", every: int = 5, bins: int = 30) -> None:
+    def __init__(self, tracker: Any = None, prefix: str = "", every: int = 1, bins: int = 30) -> None:
         self.tracker, self.prefix, self.every, self.bins = tracker, prefix, every, bins
         self.histograms: list[dict[str, Any]] = []
 
