@@ -59,7 +59,7 @@ def test_mlflow_ui_shows_the_tracked_run(tmp_path, monkeypatch):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"mlflow ui did not start: {proc.stderr.read().decode()[-2000:]}")
+                    raise AssertionError(f"mlflow ui did not start: {proc.stderr.read().decode()[-2000:]}") from None
                 time.sleep(0.5)
         exps = _get(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         exp = next(e for e in exps if e["name"] == "waypost")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from waypost import __version__
 from waypost.config import WaypostConfig
-from waypost.errors import DataError, ModelFileError
+from waypost.errors import ModelFileError
 from waypost.plan import Decision
 
 GBM_ARCHS = ("lightgbm", "xgboost")

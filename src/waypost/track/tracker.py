@@ -19,7 +19,6 @@ import math
 import os
 import posixpath
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from waypost.errors import ConfigError, ModelFileError
+from waypost.track.null import NullTracker, _close_figure
 
 __all__ = ["DEFAULT_DIR", "ENV_TRACKING_URI", "MlflowTracker", "NullTracker", "make_tracker",
            "resolve_tracking_uri"]
@@ -149,14 +149,6 @@ def _pinned_tracking_uri(uri: str) -> Iterator[None]:
                 os.environ.pop("MLFLOW_TRACKING_URI", None)
             else:
                 os.environ["MLFLOW_TRACKING_URI"] = old_env
-
-
-def _close_figure(fig: Any) -> None:
-    """Release a pyplot-managed figure. Bare `Figure`s (waypost.track.plots) need nothing, and
-    pyplot is not imported just for this: importing it may pick a GUI backend."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is not None and fig is not None:
-        pyplot.close(fig)
 
 
 @contextmanager
@@ -462,42 +454,6 @@ class MlflowTracker:
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         """Point `alias` (e.g. "champion") of registered model `name` at `version`."""
         self.client.set_registered_model_alias(name, alias, str(version))
-
-
-class NullTracker:
-    """The tracker for `--no-track`: MlflowTracker's methods as no-ops, so callers never branch.
-
-    `log_figure` still closes the figure (callers rely on it to free memory); `log_model` returns
-    the same keys as MlflowTracker.log_model, all None.
-    """
-
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    experiment_id: str | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def _noop(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    end = log_params = log_metrics = flush = set_tags = log_dict = log_text = _noop
-    log_artifacts = log_artifact = register_model = set_alias = _noop
-
-    def start(self) -> NullTracker:
-        return self
-
-    def __enter__(self) -> NullTracker:
-        return self
-
-    def __exit__(self, *exc: Any) -> bool:
-        return False
-
-    def log_figure(self, fig: Any, artifact_file: str) -> None:
-        _close_figure(fig)
-
-    def log_model(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return dict.fromkeys(("model_uri", "model_id", "run_id", "registered_model", "version"))
 
 
 def make_tracker(enabled: bool, **kwargs: Any) -> MlflowTracker | NullTracker:
