@@ -84,7 +84,7 @@ def test_category_vocabulary_unseen_and_missing(penguins: pd.DataFrame) -> None:
     assert codes.dtype == np.int64 and codes[:, 0].tolist() == [2, 0, 0, 1]
     assert pre.last_unseen_count_ == 1
     gbm = pre.transform_gbm(pd.Series(["Dream", "Atlantis", None]))
-    assert gbm[0, 0] == 1.0 and np.isnan(gbm[1:, 0]).all()
+    assert gbm[:, 0].tolist() == [1.0, 3.0, 3.0]  # unknown and missing share code K = 3
     small = CategoryPreprocessor("island", max_categories=2).fit(penguins["island"])
     assert small.transform(pd.Series(["Torgersen"]))[0, 0] == 0
     rare = CategoryPreprocessor("island", min_frequency=100).fit(penguins["island"])
@@ -148,7 +148,7 @@ def test_tabular_views(penguins: pd.DataFrame) -> None:
     assert arrays.categorical[0, 0] == 0 and pre.unseen_counts_["island"] == 1
     assert arrays.gbm.shape == (len(test), len(pre.gbm_names_))
     assert pre.gbm_categorical_ == [0] and pre.gbm_names_[0] == "island"
-    assert np.isnan(arrays.gbm[0, 0])  # unknown category -> NaN for the GBM
+    assert arrays.gbm[0, 0] == 3.0  # unknown category -> code K for the GBM (not NaN)
     assert set(np.unique(arrays.gbm[1:, 0])) <= {0.0, 1.0, 2.0}
     raw = pre.gbm_names_.index("body_mass_g")
     np.testing.assert_array_equal(arrays.gbm[:, raw], test["body_mass_g"].to_numpy(np.float32))

@@ -163,23 +163,22 @@ def evaluate(
 
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    model: Path = typer.Argument(..., help="Bundle (waypost export) or model directory (e.g. runs/latest)."),
     data: Path = typer.Argument(..., help="Table to score: CSV or Parquet, streamed in chunks."),
     output: Path = typer.Option(..., "--output", "-o", help="Output CSV or Parquet."),
     chunk_rows: int = typer.Option(50_000, help="Rows per chunk: memory stays flat whatever the file size."),
     proba: bool = typer.Option(True, help="Add one probability column per class."),
     keep: Optional[str] = typer.Option(None, help="Comma-separated input columns to copy into the output."),
 ) -> None:
-    """Batch prediction, streamed chunk by chunk with a progress bar."""
+    """Batch prediction, streamed chunk by chunk with a progress bar. A bundle runs on onnxruntime."""
 
     def go() -> None:
-        import pandas as pd
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from waypost.data.io import TableWriter, count_rows, iter_table_chunks
-        from waypost.predictor import Predictor
+        from waypost.serve.batch import load_scorer
 
-        predictor = Predictor.load(model)
+        scorer = load_scorer(model)
         keep_cols = [c.strip() for c in keep.split(",")] if keep else []
         total = count_rows(data)
         n = 0
@@ -188,23 +187,57 @@ def predict(
         ) as bar:
             task = bar.add_task("rows", total=total)
             for chunk in iter_table_chunks(data, chunk_rows=chunk_rows):
-                out = pd.DataFrame(index=chunk.index)
-                for c in keep_cols:
-                    out[c] = chunk[c]
-                if predictor.task_ != "regression":
-                    probs = predictor.predict_proba(chunk)
-                    out["prediction"] = predictor.target_encoder_.inverse_transform(probs.to_numpy().argmax(1))
-                    if proba:
-                        for label in probs.columns:
-                            out[f"proba_{label}"] = probs[label].to_numpy()
-                else:
-                    out["prediction"] = predictor.predict(chunk)
-                writer.write(out.reset_index(drop=True))
+                writer.write(scorer.score(chunk, keep=keep_cols, proba=proba))
                 n += len(chunk)
                 bar.update(task, completed=n)
-        _console().print(f"wrote {n} predictions to [bold]{output}[/]")
+        _console().print(f"wrote {n} predictions to [bold]{output}[/] ({scorer.kind})")
 
     _run(go)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write."),
+    optimize: str = typer.Option("none", help="none, int8 (dynamic quantisation) or fp16 (GPU)."),
+    data: Optional[Path] = typer.Option(None, help="Labelled rows to compare the optimised metric with fp32."),
+    register: bool = typer.Option(True, help="Register the bundle in MLflow when the model was tracked."),
+    alias: str = typer.Option("champion", help="Registry alias for the new version (champion: only if none yet)."),
+) -> None:
+    """ONNX bundle with preprocessing inside: runs with numpy + onnxruntime, no torch."""
+
+    def go() -> None:
+        from waypost.predictor import Predictor
+
+        report = Predictor.load(model).export(output, optimize=optimize, data=data, register=register, alias=alias)
+        _print_export_report(report)
+        reg = report.get("registered")
+        if reg:
+            _console().print(f"registered [bold]{reg['registered_model']}[/] version {reg['version']}"
+                             + (f" as @{reg['alias']}" if reg.get("alias") else ""))
+        _console().print(f"wrote bundle [bold]{output}[/]; try: waypost serve {output}")
+
+    _run(go)
+
+
+def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
+    lat = report["latency"]
+    rows = {"optimize": report["optimize"], "size (KiB)": f"{report['size_bytes'] / 1024:.1f}",
+            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", "rows/s (batch 1024)": f"{lat['rows_per_s_batch1024']:,.0f}",
+            "max |diff| vs model": f"{report['max_abs_diff_vs_model']:.2e}"}
+    if "fp32" in report:
+        ref = report["fp32"]
+        rows["fp32 size (KiB)"] = f"{ref['size_bytes'] / 1024:.1f}"
+        rows["fp32 p50 1 row (ms)"] = f"{ref['latency']['p50_ms_1row']:.3f}"
+    if "metrics" in report:
+        m = report["metrics"]
+        rows[f"{m['primary']} fp32 -> {report['optimize']}"] = (
+            f"{m['fp32'][m['primary']]:.4f} -> {m[report['optimize']][m['primary']]:.4f}")
+    _print_metrics(rows, "export report", key="measure")
+    if report.get("warning"):
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]WARNING:[/] {report['warning']}")
 
 
 @app.command()

@@ -144,7 +144,8 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         from waypost.track.lineage import collect_lineage
 
         source = train_data if isinstance(train_data, (str, Path)) else None
-        predictor.lineage_ = {**collect_lineage(full_train, source), "mlflow_run_id": tracker.run_id}
+        predictor.lineage_ = {**collect_lineage(full_train, source), "mlflow_run_id": tracker.run_id,
+                              "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
         predictor.registered_model_ = None
         _log_run(predictor, tracker, valid_df, val_raw, y_valid, mlp_part)
         _console(predictor, f"[bold green]selected[/] {selected}: {selection.reason}")

@@ -22,11 +22,14 @@ FORMAT_VERSION = 1
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temp directory; on success it replaces `path`, on error it is removed."""
+def atomic_directory(path: str | Path, marker: str = MANIFEST) -> Iterator[Path]:
+    """Yield a temp directory; on success it replaces `path`, on error it is removed.
+
+    An existing `path` is replaced only if it holds `marker` (it is one of ours) or is empty.
+    """
     path = Path(path)
-    if path.exists() and not (path / MANIFEST).is_file() and any(path.iterdir()):
-        raise ModelFileError(f"{path} exists and is not a waypost model directory; refusing to overwrite it")
+    if path.exists() and not (path / marker).is_file() and any(path.iterdir()):
+        raise ModelFileError(f"{path} exists and is not a waypost directory (no {marker}); refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()

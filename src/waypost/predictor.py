@@ -168,6 +168,27 @@ class Predictor:
         self._check_fitted()
         return save_predictor(self, Path(path))
 
+    def export(self, path: str | os.PathLike, *, optimize: str = "none", data: DataLike | None = None,
+               register: bool = True, alias: str | None = "champion") -> dict[str, Any]:
+        """Write a deployable bundle (ONNX + JSON, runs without torch); returns the export report.
+
+        `data` (labelled rows, e.g. the validation set) lets the export compare the optimised graph's
+        metric with fp32 and trace realistic inputs. When the model was trained with tracking, the
+        bundle is also registered in MLflow (a pyfunc served by the runtime) and, if no champion is
+        set yet, becomes `models:/NAME@champion`.
+        """
+        from waypost.data.io import read_table
+        from waypost.deploy.bundle import export_bundle
+
+        self._check_fitted()
+        report = export_bundle(self, Path(path), optimize=optimize,
+                               data=read_table(data) if data is not None else None)
+        if register:
+            from waypost.deploy.register import register_bundle
+
+            report["registered"] = register_bundle(self, Path(path), report, alias=alias)
+        return report
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
         from waypost.fitting import load_predictor

@@ -215,7 +215,7 @@ class CategoryPreprocessor(_Column):
     times (ties broken by value, so the codes are deterministic). After each `transform`,
     `last_unseen_count_` holds how many non-missing values fell outside the vocabulary (drift
     monitoring reads it). The MLP view is int64 codes (n, 1); the GBM view is the 0-based code of
-    known categories as float with NaN for the unknown bucket.
+    known categories as float, and K (= number of known categories) for the unknown bucket.
     """
 
     kind = "category"
@@ -256,8 +256,11 @@ class CategoryPreprocessor(_Column):
         lookup = np.array([self._index.get(v, 0) for v in canon] + [0], dtype=np.int64)
         out = lookup[codes]  # code -1 (missing) picks the trailing 0
         self.last_unseen_count_ = int(np.count_nonzero((out == 0) & (codes >= 0)))
+        # GBM view: known categories 0..K-1, and the unknown/missing bucket as its own code K (not
+        # NaN): LightGBM and its ONNX export agree on integer codes, but route NaN on categorical
+        # splits differently, and a deployed model must predict exactly what was validated.
         gbm = out.astype(np.float32) - 1.0
-        gbm[gbm < 0] = np.nan
+        gbm[gbm < 0] = float(len(self.categories_))
         return out[:, None], gbm[:, None]
 
 

@@ -22,6 +22,8 @@ import pandas as pd
 
 #: the artifact key `MlflowTracker.log_model` stores the saved waypost model under
 ARTIFACT_KEY = "waypost_model"
+#: ... or a deployment bundle (`waypost export`), served by the torch-free runtime
+BUNDLE_KEY = "waypost_bundle"
 #: prefix of the per-class probability columns in the output frame
 PROBA_PREFIX = "proba_"
 _CLASSIFICATION_TASKS = ("binary", "multiclass")
@@ -53,9 +55,25 @@ class WaypostPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         # Imported here, not at the top: the Predictor pulls in torch, and MLflow executes this
         # file while logging the model, where that cost (and a possible import error) is useless.
+        self.bundle = None
+        if BUNDLE_KEY in context.artifacts:
+            import waypost.runtime as rt
+
+            self.bundle = rt.load(context.artifacts[BUNDLE_KEY])
+            return
         from waypost.predictor import Predictor
 
         self.model = Predictor.load(context.artifacts[ARTIFACT_KEY])
+
+    def _predict_bundle(self, df: pd.DataFrame) -> pd.DataFrame:
+        from waypost.deploy.bundle import records_from_frame
+
+        out = self.bundle.infer(records_from_frame(df, list(self.bundle.features)))
+        frame = pd.DataFrame({"prediction": out["prediction"]}, index=df.index)
+        if out["proba"] is not None:
+            for i, label in enumerate(self.bundle.classes):
+                frame[f"{PROBA_PREFIX}{label}"] = out["proba"][:, i]
+        return frame
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -67,6 +85,8 @@ class WaypostPyfunc(mlflow.pyfunc.PythonModel):
         makes it warn). A dict (one row, or columns) or a list of records is accepted as well.
         """
         df = _as_frame(model_input)
+        if self.bundle is not None:
+            return self._predict_bundle(df)
         pred = np.asarray(self.model.predict(df))
         if pred.ndim == 2 and pred.shape[1] == 1:  # a (n, 1) regression output -> one column
             pred = pred[:, 0]

@@ -391,7 +391,7 @@ class MlflowTracker:
     # ------------------------------------------------------------------ models and registry
     def log_model(self, model_dir: str | Path, registered_model_name: str | None = None, *,
                   pip_requirements: list[str] | None = None, name: str = "model",
-                  input_example: Any = None) -> dict[str, Any]:
+                  input_example: Any = None, artifact_key: str = "waypost_model") -> dict[str, Any]:
         """Log a saved waypost model directory as an MLflow pyfunc model; register it if named.
 
         The model is an MLflow 3 "model from code": the pyfunc is `waypost/track/pyfunc_model.py`
@@ -425,7 +425,7 @@ class MlflowTracker:
         with _pinned_tracking_uri(self.tracking_uri), _quiet_signature_warning(input_example is None):
             info = Model.log(  # what mlflow.pyfunc.log_model does, plus run_id (see above)
                 artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
-                python_model=str(code), artifacts={"waypost_model": str(src)}, input_example=input_example,
+                python_model=str(code), artifacts={artifact_key: str(src)}, input_example=input_example,
                 pip_requirements=list(pip_requirements) if pip_requirements is not None else ["waypost"],
             )
         result: dict[str, Any] = {"model_uri": info.model_uri, "model_id": logged.model_id, "run_id": run_id,

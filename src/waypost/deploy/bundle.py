@@ -1,0 +1,185 @@
+"""Export a fitted Predictor to a bundle: `waypost.json` (everything the runtime needs, as JSON)
+and `model.onnx` (MLP + trees + blend in one graph). Nothing pickled.
+
+The export proves itself before the bundle is renamed into place: the torch-free runtime reloads
+it and must reproduce the in-memory model (1e-4 for fp32). Optimised graphs (int8, fp16) are
+compared on labelled data when given, and a metric drop over one point is reported loudly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from waypost import __version__
+from waypost.errors import ConfigError, DataError
+
+PARITY_TOLERANCE = 1e-4
+MAX_METRIC_DROP = 0.01
+
+
+def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
+    """Rows built from the fitted state alone (medians, known categories, some missing): lets an
+    export trace, check parity and time latency when the caller passes no data."""
+    rng = np.random.default_rng(0)
+    data: dict[str, list[Any]] = {}
+    for col in predictor.preprocessor_.to_state()["columns"]:
+        kind, name = col["kind"], col["name"]
+        if kind == "numeric":
+            vals: list[Any] = list(col["median"] + col["std"] * rng.standard_normal(n))
+        elif kind == "category":
+            vals = [col["categories"][i % len(col["categories"])] if col["categories"] else "x" for i in range(n)]
+        elif kind == "binary":
+            vals = [col["values"][i % len(col["values"])] for i in range(n)]
+        else:
+            vals = [col["median"]] * n
+        vals[-1] = None  # one row with every value missing
+        data[name] = vals
+    return pd.DataFrame(data)
+
+
+def _primary(task: str) -> str:
+    return "r2" if task == "regression" else "accuracy"
+
+
+def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dict[str, float]:
+    one = records[:1]
+    bundle.predict(one)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        bundle.predict(one)
+        times.append(time.perf_counter() - t)
+    big = (records * (1024 // max(len(records), 1) + 1))[:1024]
+    t = time.perf_counter()
+    bundle.predict(big)
+    batch_s = time.perf_counter() - t
+    return {"p50_ms_1row": float(np.median(times) * 1e3), "p99_ms_1row": float(np.quantile(times, 0.99) * 1e3),
+            "rows_per_s_batch1024": len(big) / batch_s}
+
+
+def _bundle_metrics(bundle: Any, df: pd.DataFrame, predictor: Any) -> dict[str, float]:
+    from waypost.data.target import drop_missing_target
+    from waypost.metrics import classification_metrics, regression_metrics
+
+    df, _ = drop_missing_target(df, predictor.target_)
+    records = records_from_frame(df, list(predictor.features_))
+    out = bundle.infer(records)
+    if predictor.task_ == "regression":
+        y = pd.to_numeric(df[predictor.target_], errors="coerce").to_numpy(np.float64)
+        return regression_metrics(y, out["prediction"])
+    return classification_metrics(predictor.target_encoder_.transform(df[predictor.target_]), out["proba"])
+
+
+def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
+    """Column arrays for the runtime: pandas NA/NaT become None, datetimes stay datetime64."""
+    out = {}
+    for c in columns:
+        s = df[c]
+        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+            out[c] = s.to_numpy()
+        else:
+            out[c] = s.astype(object).where(s.notna(), None).to_numpy()
+    return out
+
+
+def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
+                  data: pd.DataFrame | None = None) -> dict[str, Any]:
+    import onnx
+
+    from waypost.deploy.onnx_graph import build_model_graph
+    from waypost.deploy.quantize import optimize_model
+    from waypost.persistence import atomic_directory
+    from waypost.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+
+    if optimize not in ("none", "int8", "fp16"):
+        raise ConfigError(f"optimize: expected none, int8 or fp16, got {optimize!r}")
+    sample = synthetic_rows(predictor)
+    if data is not None:
+        missing = [c for c in predictor.features_ if c not in data.columns]
+        if missing:
+            raise DataError(f"export data is missing columns: {missing}")
+        sample = pd.concat([data[list(predictor.features_)].head(256), sample], ignore_index=True)
+    arrays = predictor.preprocessor_.transform(sample)
+    fp32 = build_model_graph(predictor, arrays)
+    model = optimize_model(fp32, optimize)
+    blob = model.SerializeToString()
+    reg = predictor.registered_model_ or {}
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "waypost_version": __version__,
+        "task": predictor.task_, "target": predictor.target_, "features": predictor.features_,
+        "preprocessor": predictor.preprocessor_.to_state(),
+        "target_encoder": predictor.target_encoder_.to_state(),
+        "model": {"file": "model.onnx", "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
+                  "optimize": optimize, "parts": predictor.blend_weights_, "selected": predictor.selected_,
+                  "inputs": [i.name for i in model.graph.input], "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import}},
+        "model_version": f"{reg['registered_model']}/{reg['version']}" if reg.get("version") else None,
+        "metrics": {"validation": predictor.validation_metrics_},
+        "lineage": predictor.lineage_,
+        "plan": [d.to_dict() for d in predictor.plan_],
+    }
+    records = records_from_frame(sample, list(predictor.features_))
+    record_list = [dict(zip(records, vals)) for vals in zip(*records.values())]
+    with atomic_directory(path, marker=MANIFEST) as tmp:
+        (tmp / "model.onnx").write_bytes(blob)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
+        bundle = Bundle(tmp)
+        report = _check(predictor, bundle, sample, record_list, optimize, data, fp32, tmp)
+        (tmp / "export_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _check(predictor: Any, bundle: Any, sample: pd.DataFrame, records: list[dict[str, Any]], optimize: str,
+           data: pd.DataFrame | None, fp32: Any, tmp: Path) -> dict[str, Any]:
+    """Parity against the in-memory model, size, latency, and the metric before/after optimising."""
+    expected = predictor.model_.predict_raw(predictor.preprocessor_.transform(sample))
+    got = bundle.infer(records)
+    if predictor.task_ == "regression":
+        got_raw = (got["prediction"] - bundle._mean) / bundle._std
+        diff = float(np.max(np.abs(got_raw - expected.reshape(-1))))
+    else:
+        diff = float(np.max(np.abs(got["proba"] - expected)))
+    if optimize == "none" and diff > PARITY_TOLERANCE:
+        raise DataError(f"exported graph differs from the model by {diff:.2e} (> {PARITY_TOLERANCE}); export aborted")
+    report: dict[str, Any] = {
+        "optimize": optimize, "max_abs_diff_vs_model": diff,
+        "size_bytes": (tmp / "model.onnx").stat().st_size, "latency": _latency(bundle, records),
+    }
+    if optimize != "none":
+        import onnx
+
+        from waypost.runtime.bundle import Bundle
+
+        ref_dir = tmp.parent / f"{tmp.name}-fp32"
+        ref_dir.mkdir()
+        try:
+            onnx.save_model(fp32, ref_dir / "model.onnx")
+            (ref_dir / "waypost.json").write_text((tmp / "waypost.json").read_text())
+            ref = Bundle(ref_dir)
+            report["fp32"] = {"size_bytes": (ref_dir / "model.onnx").stat().st_size, "latency": _latency(ref, records)}
+            if data is not None and predictor.target_ in data.columns:
+                before, after = _bundle_metrics(ref, data, predictor), _bundle_metrics(bundle, data, predictor)
+                key = _primary(predictor.task_)
+                drop = before[key] - after[key]
+                report["metrics"] = {"fp32": before, optimize: after, "primary": key, "drop": drop}
+                if drop > MAX_METRIC_DROP:
+                    report["warning"] = (f"{optimize} costs {drop * 100:.1f} points of {key} "
+                                         f"({before[key]:.4f} -> {after[key]:.4f}): over the 1-point budget")
+            else:
+                report["warning"] = f"no labelled data given: the {optimize} metric drop was not measured"
+        finally:
+            import shutil
+
+            shutil.rmtree(ref_dir, ignore_errors=True)
+    return report
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

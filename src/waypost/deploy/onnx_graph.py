@@ -1,0 +1,157 @@
+"""One ONNX graph for the whole model: the MLP (torch.onnx dynamo export), the trees, and the blend.
+
+Inputs are the three preprocessed views (`numeric` float32, `categorical` int64, `gbm` float32,
+only those the parts use); the output `output` holds class probabilities (n, k) or the standardised
+regression value (n, 1). A single session means one `run` per batch in the server and a graph that
+bare onnxruntime (or any ONNX runtime) can execute with nothing from waypost.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+OPSET = 20
+OUTPUT = "output"
+
+
+class _MLPExport:
+    """Wraps the MLP so its exported graph takes only the inputs that exist (a table without
+    category columns has no `categorical` input) and ends in probabilities for classifiers."""
+
+    @staticmethod
+    def build(net: Any, task: str, has_numeric: bool, has_categorical: bool) -> Any:
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+                it = iter(xs)
+                x_num = next(it) if has_numeric else None
+                x_cat = next(it) if has_categorical else None
+                n = (x_num if x_num is not None else x_cat).shape[0]
+                if x_num is None:
+                    x_num = torch.zeros((n, 0), dtype=torch.float32)
+                if x_cat is None:
+                    x_cat = torch.zeros((n, 0), dtype=torch.int64)
+                out = self.net(x_num, x_cat)
+                return out if task == "regression" else torch.softmax(out, dim=-1)
+
+        return Wrapped().eval()
+
+
+def export_mlp(net: Any, task: str, numeric: np.ndarray, categorical: np.ndarray) -> Any:
+    """torch.onnx (dynamo exporter, onnxscript) with a dynamic batch axis; returns a ModelProto."""
+    import onnx
+    import torch
+
+    has_num, has_cat = numeric.shape[1] > 0, categorical.shape[1] > 0
+    wrapped = _MLPExport.build(net, task, has_num, has_cat)
+    names, args = [], []
+    if has_num:
+        names.append("numeric")
+        args.append(torch.from_numpy(np.ascontiguousarray(numeric[:2], np.float32)))
+    if has_cat:
+        names.append("categorical")
+        args.append(torch.from_numpy(np.ascontiguousarray(categorical[:2], np.int64)))
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapped, tuple(args), dynamo=True, input_names=names, output_names=["mlp_out"],
+            dynamic_shapes=(tuple({0: batch} for _ in args),),  # forward(*xs): one tuple of inputs
+            opset_version=OPSET, optimize=True, verbose=False,
+        )
+    buf = io.BytesIO()
+    onnx.save_model(program.model_proto, buf)
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+class _quiet_exporter:
+    """The dynamo exporter logs its progress at INFO through several loggers; keep the CLI clean."""
+
+    def __enter__(self) -> None:
+        self.levels = {}
+        for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+            logger = logging.getLogger(name)
+            self.levels[name] = logger.level
+            logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
+    """Combine the per-part graphs (each ending in `<part>_out`) into one with the blend."""
+    import onnx
+    from onnx import TensorProto, compose, helper
+
+    graphs, inputs, nodes, inits, functions = [], {}, [], [], []
+    opsets: dict[str, int] = {}
+    for name, model in parts.items():
+        prefixed = compose.add_prefix(model, f"{name}/", rename_inputs=False, rename_outputs=False)
+        graphs.append(prefixed)
+        for inp in prefixed.graph.input:
+            inputs.setdefault(inp.name, inp)
+        nodes += list(prefixed.graph.node)
+        inits += list(prefixed.graph.initializer)
+        functions += list(prefixed.functions)
+        for op in prefixed.opset_import:
+            opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+
+    terms = []
+    for name in parts:
+        w = float(weights.get(name, 0.0))
+        const = f"blend/w_{name}"
+        nodes.append(helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
+                                      name=f"blend/const_{name}"))
+        # explicit fp32 boundary: a no-op in fp32 graphs, the cast back from an fp16 MLP otherwise
+        nodes.append(helper.make_node("Cast", [f"{name}_out"], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
+                                      name=f"blend/cast_{name}"))
+        nodes.append(helper.make_node("Mul", [f"blend/{name}_f32", const], [f"blend/{name}"], name=f"blend/mul_{name}"))
+        terms.append(f"blend/{name}")
+    if len(terms) == 1:
+        nodes.append(helper.make_node("Identity", terms, [OUTPUT], name="blend/out"))
+    else:
+        nodes.append(helper.make_node("Sum", terms, [OUTPUT], name="blend/out"))
+    order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
+    width = _output_width(graphs[0])
+    graph = helper.make_graph(
+        nodes, "waypost", [inputs[n] for n in order],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", width])], initializer=inits,
+    )
+    merged = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())], functions=functions
+    )
+    merged.ir_version = max(m.ir_version for m in parts.values())
+    merged.producer_name = "waypost"
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def _output_width(model: Any) -> Any:
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    last = dims[-1] if dims else None
+    return last.dim_value if last is not None and last.dim_value else "k"
+
+
+def build_model_graph(predictor: Any, sample: Any) -> Any:
+    """The ONNX ModelProto for a fitted predictor's selected parts and blend weights."""
+    from waypost.deploy.gbm_onnx import gbm_model
+
+    parts: dict[str, Any] = {}
+    for name, part in predictor.parts_.items():
+        if predictor.blend_weights_.get(name, 0.0) <= 0:
+            continue
+        if name == "mlp":
+            parts[name] = export_mlp(part.net_, predictor.task_, sample.numeric, sample.categorical)
+        else:
+            parts[name] = gbm_model(part, sample.gbm.shape[1], predictor.task_, OPSET)
+    return merge_parts(parts, predictor.blend_weights_)

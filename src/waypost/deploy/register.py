@@ -1,0 +1,60 @@
+"""Log a bundle to MLflow as a pyfunc model (served by the torch-free runtime) and register it.
+
+The export gets its own run in the training run's experiment, tagged with the training run id,
+so the registry shows which training produced each deployable version. With an alias (default
+"champion" when none is set yet), `mlflow models serve -m models:/NAME@champion` serves it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
+                    alias: str | None = "champion", tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """Returns the registration info, or None when the model was trained without tracking."""
+    from waypost.runtime.bundle import MANIFEST
+    from waypost.track.tracker import MlflowTracker
+
+    uri = tracking_uri or predictor.lineage_.get("mlflow_tracking_uri")
+    parent = predictor.lineage_.get("mlflow_run_id")
+    if not uri or not parent:
+        return None
+    cfg = predictor.config_
+    name = cfg.registered_model_name
+    tracker = MlflowTracker(experiment=cfg.tracking.experiment, tracking_uri=uri,
+                            run_name=f"{name}-export-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={"waypost.parent_run": parent, "waypost.stage": "export",
+                                  "waypost.optimize": report["optimize"]})
+    with tracker:
+        tracker.log_params({"optimize": report["optimize"], "parent_run": parent})
+        metrics = {"bundle_size_bytes": report["size_bytes"], "p50_ms_1row": report["latency"]["p50_ms_1row"],
+                   "rows_per_s_batch1024": report["latency"]["rows_per_s_batch1024"]}
+        if "metrics" in report:
+            metrics["metric_drop"] = report["metrics"]["drop"]
+        tracker.log_metrics(metrics)
+        tracker.log_dict(report, "export_report.json")
+        info = tracker.log_model(bundle_dir, name, artifact_key="waypost_bundle",
+                                 pip_requirements=["waypost[runtime]"])
+        if alias:
+            existing = _aliases(tracker, name)
+            if alias != "champion" or alias not in existing:
+                tracker.set_alias(name, alias, info["version"])
+                info["alias"] = alias
+    # the bundle now knows its registered version; the server reports it with every prediction
+    manifest_path = bundle_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model_version"] = f"{name}/{info['version']}"
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(manifest_path)
+    return info
+
+
+def _aliases(tracker: Any, name: str) -> dict[str, str]:
+    try:
+        return dict(tracker.client.get_registered_model(name).aliases)
+    except Exception:  # a registry without aliases support, or the model was just created
+        return {}

@@ -1,0 +1,126 @@
+"""A deployed bundle: `waypost.json` + `model.onnx`, run with numpy and onnxruntime only."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from waypost.errors import DataError, ModelFileError
+from waypost.runtime.features import TabularTransform
+
+MANIFEST = "waypost.json"
+FORMAT = "waypost.bundle"
+FORMAT_VERSION = 1
+
+
+def read_bundle_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise ModelFileError(f"bundle directory not found: {path}")
+    file = path / MANIFEST
+    if not file.is_file():
+        raise ModelFileError(f"{file} not found: {path} is not a bundle written by `waypost export`")
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{file} is corrupt: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{file} is not a waypost bundle manifest (format must be {FORMAT!r})")
+    if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{file} has format_version {manifest.get('format_version')!r}; this waypost reads up to "
+            f"{FORMAT_VERSION}: upgrade waypost"
+        )
+    return manifest
+
+
+class Bundle:
+    """Preprocessing from the manifest + one onnxruntime session. Thread-safe for `infer`
+    (onnxruntime sessions allow concurrent `run`)."""
+
+    def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None,
+                 intra_op_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.manifest = manifest = read_bundle_manifest(self.path)
+        model_file = self.path / manifest["model"]["file"]
+        if not model_file.is_file():
+            raise ModelFileError(f"model file missing: {model_file}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=providers or _providers(ort))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"{model_file}: onnxruntime cannot load it ({exc})") from None
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self.task: str = manifest["task"]
+        self.target: str = manifest["target"]
+        self.features: dict[str, str] = dict(manifest["features"])
+        encoder = manifest["target_encoder"]
+        self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
+        self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
+        self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
+        self._transform = TabularTransform(manifest["preprocessor"])
+        if self.classes is not None:
+            kinds = {type(c) for c in self.classes}
+            dtype: Any = np.int64 if kinds == {int} else bool if kinds == {bool} else object
+            self._labels = np.asarray(self.classes, dtype=dtype)
+
+    # ---- input ---------------------------------------------------------------------------
+    def _columns(self, data: Any) -> tuple[dict[str, Any], int]:
+        if isinstance(data, dict):
+            missing = [c for c in self.features if c not in data]
+            if missing:
+                raise DataError(f"missing columns: {missing}")
+            cols = {c: data[c] for c in self.features}
+            lengths = {len(v) if hasattr(v, "__len__") and not isinstance(v, str) else -1 for v in cols.values()}
+            if -1 in lengths or len(lengths) != 1:
+                raise DataError("columns must be lists or arrays of one common length")
+            n = lengths.pop()
+        elif isinstance(data, (list, tuple)):
+            n = len(data)
+            for i, rec in enumerate(data):
+                if not isinstance(rec, dict):
+                    raise DataError(f"record {i} is a {type(rec).__name__}; expected a mapping of column -> value")
+                absent = [c for c in self.features if c not in rec]
+                if absent:
+                    raise DataError(f"record {i} is missing columns: {absent}")
+            cols = {c: [rec[c] for rec in data] for c in self.features}
+        else:
+            raise DataError(f"expected a list of records or a dict of columns, got {type(data).__name__}")
+        if n == 0:
+            raise DataError("empty batch: no rows to predict")
+        return cols, n
+
+    # ---- inference -----------------------------------------------------------------------
+    def _raw(self, data: Any) -> np.ndarray:
+        cols, n = self._columns(data)
+        views = self._transform(cols, n)
+        return self.session.run(None, {name: views[name] for name in self._inputs})[0]
+
+    def infer(self, data: Any) -> dict[str, np.ndarray | None]:
+        raw = self._raw(data)
+        if self.task == "regression":
+            return {"prediction": raw[:, 0].astype(np.float64) * self._std + self._mean, "proba": None}
+        return {"prediction": self._labels[raw.argmax(1)], "proba": raw}
+
+    def predict(self, data: Any) -> np.ndarray:
+        return self.infer(data)["prediction"]  # type: ignore[return-value]
+
+    def predict_proba(self, data: Any) -> np.ndarray:
+        if self.task == "regression":
+            raise DataError("predict_proba is for classification; this bundle's task is regression")
+        return self.infer(data)["proba"]  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r}, task={self.task!r}, version={self.version!r})"
+
+
+def _providers(ort: Any) -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]

@@ -1,0 +1,211 @@
+"""Tabular preprocessing in numpy alone, re-implemented from the JSON state of
+`waypost.data.preprocess` (same outputs within float32 rounding; tests hold them to 1e-6).
+
+No pandas here: the runtime must install and import small. Differences, by design:
+- datetime strings are parsed as ISO 8601 (what JSON APIs send) or Unix seconds; other formats
+  count as missing, where pandas would have guessed a format;
+- values arrive as Python lists / numpy arrays from records or columns.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from waypost.errors import DataError
+
+_NS_PER_DAY = 86_400 * 10**9
+_NS_PER_YEAR = 365.2425 * _NS_PER_DAY
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def canonical(v: Any) -> str | None:
+    """Mirror of `waypost.data.preprocess.canonical_string`; None for a missing value."""
+    if _is_missing(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return str(int(f)) if math.isfinite(f) and f == int(f) else repr(f)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return str(v)
+
+
+def to_float(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        x = arr.astype(np.float64)
+    else:
+        try:
+            x = np.asarray([np.nan if (v is None or (isinstance(v, str) and not v.strip())) else v
+                            for v in arr.tolist()], dtype=np.float64)
+        except (TypeError, ValueError):
+            bad = next(v for v in arr.tolist() if not _parses_as_float(v))
+            raise DataError(f"column {name!r} expected numbers but got {bad!r}") from None
+    x = np.array(x, dtype=np.float64, copy=True).reshape(-1)
+    x[~np.isfinite(x)] = np.nan
+    return x
+
+
+def _parses_as_float(v: Any) -> bool:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return True
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _codes(values: Any, index: dict[str, int], fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, missing mask); unknown values get `fill`. Distinct values are looked up once."""
+    arr = np.asarray(values, dtype=object).reshape(-1)
+    keys = [canonical(v) for v in arr.tolist()]
+    missing = np.fromiter((k is None for k in keys), dtype=bool, count=len(keys))
+    codes = np.fromiter((index.get(k, fill) if k is not None else fill for k in keys), dtype=np.int64, count=len(keys))
+    return codes, missing
+
+
+def to_datetime(values: Any, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[ns]")
+    if arr.dtype.kind in "iuf":
+        x = arr.astype(np.float64)
+        out = np.full(x.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+        ok = np.isfinite(x)
+        out[ok] = (x[ok] * 1e9).astype(np.int64).astype("datetime64[ns]")
+        return out
+    cache: dict[Any, np.datetime64] = {}
+    out = np.empty(arr.shape[0], dtype="datetime64[ns]")
+    for i, v in enumerate(arr.tolist()):
+        if v not in cache:
+            cache[v] = _parse_one(v)
+        out[i] = cache[v]
+    return out
+
+
+def _parse_one(v: Any) -> np.datetime64:
+    if _is_missing(v):
+        return np.datetime64("NaT", "ns")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return np.datetime64(int(v * 1e9), "ns")
+    s = str(v).strip()
+    offset = 0
+    if s.endswith("Z"):
+        s = s[:-1]
+    elif len(s) > 16 and s[-6] in "+-" and s[-3] == ":" and ("T" in s or " " in s):  # ...+02:00
+        sign = 1 if s[-6] == "+" else -1
+        offset = sign * (int(s[-5:-3]) * 3600 + int(s[-2:]) * 60)
+        s = s[:-6]
+    try:
+        ts = np.datetime64(s.replace(" ", "T"), "ns")
+    except ValueError:
+        return np.datetime64("NaT", "ns")
+    return ts - np.timedelta64(offset, "s")
+
+
+def _fields(ts: np.ndarray) -> dict[str, np.ndarray]:
+    ns = ts.astype(np.int64)
+    days = ts.astype("datetime64[D]")
+    months = ts.astype("datetime64[M]").astype(np.int64)
+    years = ts.astype("datetime64[Y]")
+    since_midnight = ns - days.astype("datetime64[ns]").astype(np.int64)
+    return {
+        "year": ns / _NS_PER_YEAR + 1970.0,
+        "month": (months % 12 + 1).astype(np.float64),
+        "dow": ((days.astype(np.int64) + 3) % 7).astype(np.float64),  # 1970-01-01 was a Thursday
+        "doy": ((days - years.astype("datetime64[D]")).astype(np.int64) + 1).astype(np.float64),
+        "hour": (since_midnight // (3600 * 10**9)).astype(np.float64),
+        "minute": ((since_midnight // (60 * 10**9)) % 60).astype(np.float64),
+    }
+
+
+class ColumnTransform:
+    """One column's transform from its fitted state: returns (mlp view, gbm view)."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.kind = state["kind"]
+        self.name = str(state["name"])
+        if self.kind == "category":
+            self.index = {v: i + 1 for i, v in enumerate(state["categories"])}
+        elif self.kind == "binary":
+            self.index = {v: i for i, v in enumerate(state["values"])}
+        elif self.kind == "datetime":
+            self.median = np.datetime64(state["median"], "ns")
+        elif self.kind != "numeric":
+            raise DataError(f"bundle column {self.name!r} has unsupported kind {self.kind!r}")
+
+    def __call__(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"_{self.kind}")(values)
+
+    def _numeric(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        s = self.state
+        x = to_float(values, self.name)
+        missing = np.isnan(x)
+        z = (np.where(missing, s["median"], x) - s["mean"]) / s["std"]
+        mlp = np.column_stack([z, missing] if s["add_indicator"] else [z]).astype(np.float32)
+        return mlp, x.astype(np.float32)[:, None]
+
+    def _category(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        codes, _ = _codes(values, self.index, 0)
+        gbm = codes.astype(np.float32) - 1.0
+        gbm[gbm < 0] = float(len(self.index))
+        return codes[:, None], gbm[:, None]
+
+    def _binary(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        codes, _ = _codes(values, self.index, -1)
+        x = codes.astype(np.float64)
+        x[codes < 0] = np.nan
+        missing = np.isnan(x)
+        cols = [np.where(missing, 0.5, x)] + ([missing] if self.state["add_indicator"] else [])
+        return np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None]
+
+    def _datetime(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        s = self.state
+        ts = to_datetime(values, self.name)
+        missing = np.isnat(ts)
+        f = _fields(np.where(missing, np.datetime64(0, "ns"), ts))
+        parts = ["month", "dow", "doy"] + (["hour"] if s["has_time"] else [])
+        gbm = np.column_stack([f["year"], f["month"], f["dow"], f["doy"]] + ([f["hour"]] if s["has_time"] else []))
+        gbm = gbm.astype(np.float32)
+        gbm[missing] = np.nan
+        if missing.any():
+            f = _fields(np.where(missing, self.median, ts))
+        cycles = {"month": (f["month"] - 1) / 12.0, "dow": f["dow"] / 7.0, "doy": (f["doy"] - 1) / 365.25,
+                  "hour": (f["hour"] + f["minute"] / 60.0) / 24.0}
+        cols = [(f["year"] - s["year_mean"]) / s["year_std"]]
+        for part in parts:
+            angle = 2.0 * np.pi * cycles[part]
+            cols += [np.sin(angle), np.cos(angle)]
+        if s["add_indicator"]:
+            cols.append(missing)
+        return np.column_stack(cols).astype(np.float32), gbm
+
+
+class TabularTransform:
+    """All columns, in the manifest's order: the three input views of the ONNX graph."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "tabular":
+            raise DataError(f"bundle preprocessor has kind {state.get('kind')!r}; expected 'tabular'")
+        self.columns = [ColumnTransform(c) for c in state["columns"]]
+
+    def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+        numeric, categorical, gbm = [], [], []
+        for col in self.columns:
+            mlp_view, gbm_view = col(columns[col.name])
+            (categorical if col.kind == "category" else numeric).append(mlp_view)
+            gbm.append(gbm_view)
+        return {
+            "numeric": np.hstack(numeric).astype(np.float32, copy=False) if numeric else np.zeros((n, 0), np.float32),
+            "categorical": np.hstack(categorical).astype(np.int64, copy=False) if categorical else np.zeros((n, 0), np.int64),
+            "gbm": np.hstack(gbm).astype(np.float32, copy=False) if gbm else np.zeros((n, 0), np.float32),
+        }

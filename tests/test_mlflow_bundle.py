@@ -1,0 +1,94 @@
+"""The exported bundle in the MLflow registry: pyfunc round trip and `mlflow models serve`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from waypost import Predictor
+from waypost.scenarios.datasets import load_dataset, split
+
+
+@pytest.fixture(scope="module")
+def exported(tracking_uri, tmp_path_factory):
+    train, test = split(load_dataset("breast_cancer"), "target", test_size=0.3, seed=0)
+    p = Predictor(target="target", preset="fast", tracking_uri=tracking_uri, experiment="bundles",
+                  model_name="bc-bundle", verbose=False).fit(train)
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    report = p.export(out)
+    return p, test, out, report
+
+
+def _load(uri: str, tracking_uri: str):
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_export_registers_the_bundle_as_champion(exported, tracking_uri):
+    p, test, out, report = exported
+    reg = report["registered"]
+    assert reg["registered_model"] == "bc-bundle" and reg["version"] == "2" and reg["alias"] == "champion"
+    manifest = json.loads((out / "waypost.json").read_text())
+    assert manifest["model_version"] == "bc-bundle/2"
+    model = _load("models:/bc-bundle@champion", tracking_uri)
+    frame = model.predict(test.drop(columns=["target"]))
+    np.testing.assert_allclose(frame["proba_malignant"].to_numpy(), p.predict_proba(test)["malignant"].to_numpy(), atol=1e-4)
+    assert (frame["prediction"].to_numpy() == p.predict(test)).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(exported, tracking_uri, tmp_path):
+    p, test, _, _ = exported
+    port = _free_port()
+    # mlflow execs `uvicorn` from PATH, as in an activated virtualenv
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", "models:/bc-bundle@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"mlflow models serve did not start: {proc.stderr.read().decode()[-3000:]}") from None
+                time.sleep(0.5)
+        rows = test.drop(columns=["target"]).head(20)
+        body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            predictions = json.loads(resp.read())["predictions"]
+        got = np.array([r["proba_malignant"] for r in predictions])
+        np.testing.assert_allclose(got, p.predict_proba(rows)["malignant"].to_numpy(), atol=1e-4)
+        assert [r["prediction"] for r in predictions] == list(p.predict(rows))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
