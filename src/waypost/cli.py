@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-import typer
+try:
+    import typer
+except ImportError:  # `pip install waypost[runtime]` alone has no command line
+    sys.stderr.write("waypost's command line needs its extras: pip install 'waypost[train]' (or [serve], [all])\n")
+    raise SystemExit(1) from None
 
 app = typer.Typer(
     help="waypost: from a table to a tracked, saved, evaluated (and soon deployed) model.",
