@@ -17,6 +17,9 @@ os.environ.update(
         "XDG_CACHE_HOME": os.path.join(_HOME, ".cache"),
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
+        # Tests run servers, clients and fits side by side on 2 cores: OpenMP threads that spin
+        # while waiting (LightGBM, torch) then starve each other (a 0.4 s fit took 95 s).
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
 )
 os.environ.pop("WAYPOST_TRACKING_URI", None)

@@ -225,6 +225,50 @@ def export(
     _run(go)
 
 
+@app.command()
+def prune(
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    data: Path = typer.Option(..., "--data", help="Training table, for the recovery fine-tune."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the pruned model."),
+    amount: float = typer.Option(0.5, help="Fraction of the MLP's weights to zero (global magnitude)."),
+    finetune_epochs: int = typer.Option(5, help="Recovery fine-tune epochs with the masks in place."),
+    valid: Optional[Path] = typer.Option(None, help="Validation table (default: the fit's own split)."),
+) -> None:
+    """Global magnitude pruning of the MLP + a short recovery fine-tune; sparsity, size, latency, metric."""
+    _run(lambda: _prune(model, data, output, amount, finetune_epochs, valid))
+
+
+def _prune(model: Path, data: Path, output: Path, amount: float, epochs: int, valid: Optional[Path]) -> None:
+    from waypost.data.io import read_table
+    from waypost.deploy.prune import prune_command
+
+    prune_command(model, read_table(data), output, amount=amount, finetune_epochs=epochs,
+                  valid_data=read_table(valid) if valid else None)
+
+
+@app.command()
+def distill(
+    teacher: Path = typer.Argument(..., help="Teacher model directory (e.g. runs/latest)."),
+    data: Path = typer.Option(..., "--data", help="Training table the student learns from."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the student model."),
+    student: str = typer.Option("small", help="small ([64, 32]), tiny ([32]) or widths like 64,32."),
+    temperature: float = typer.Option(2.0, help="Softening of the teacher's probabilities."),
+    alpha: float = typer.Option(0.5, help="Weight of the teacher's soft labels vs the true labels."),
+    valid: Optional[Path] = typer.Option(None, help="Validation table (default: the fit's own split)."),
+) -> None:
+    """Knowledge distillation: one small MLP trained on the teacher's (GBM + MLP) soft labels."""
+    _run(lambda: _distill(teacher, data, output, student, temperature, alpha, valid))
+
+
+def _distill(teacher: Path, data: Path, output: Path, student: str, temperature: float, alpha: float,
+             valid: Optional[Path]) -> None:
+    from waypost.data.io import read_table
+    from waypost.deploy.distill import distill_command
+
+    distill_command(teacher, read_table(data), output, student=student, temperature=temperature, alpha=alpha,
+                    valid_data=read_table(valid) if valid else None)
+
+
 def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
     lat = report["latency"]
     rows = {"optimize": report["optimize"], "size (KiB)": f"{report['size_bytes'] / 1024:.1f}",
@@ -243,6 +287,31 @@ def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold red]WARNING:[/] {report['warning']}")
+
+
+@app.command()
+def serve(
+    bundle: Path = typer.Argument(..., help="Bundle directory written by `waypost export`."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8080),
+    workers: int = typer.Option(1, help="Uvicorn worker processes."),
+    max_batch_size: int = typer.Option(64, help="Rows per model call in the dynamic batcher."),
+    max_latency_ms: float = typer.Option(5.0, help="Longest wait to fill a batch."),
+    queue_size: int = typer.Option(1024, help="Requests waiting at most; beyond it, 503 + Retry-After."),
+    api_key: Optional[str] = typer.Option(None, help="Require X-API-Key (default: $WAYPOST_API_KEY if set)."),
+    max_body_bytes: int = typer.Option(1_000_000, help="Larger request bodies get 413."),
+    log_path: Optional[str] = typer.Option(None, help="SQLite prediction log (default .waypost/predictions.sqlite; 'none' = off)."),
+) -> None:
+    """Online prediction: FastAPI on uvicorn, dynamic batching, /metrics, prediction log."""
+
+    def go() -> None:
+        from waypost.serve.cli import serve as run_server
+
+        run_server(bundle, host=host, port=port, workers=workers, max_batch_size=max_batch_size,
+                   max_latency_ms=max_latency_ms, queue_size=queue_size, api_key=api_key,
+                   max_body_bytes=max_body_bytes, log_path=log_path)
+
+    _run(go)
 
 
 @app.command()

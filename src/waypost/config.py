@@ -50,6 +50,7 @@ class GBMConfig(_Strict):
     max_depth: int = Field(-1, ge=-1)
     min_child_samples: int | Literal["auto"] = "auto"
     early_stopping_rounds: int = Field(50, ge=1)
+    n_jobs: int | Literal["auto"] = "auto"
 
 
 class ModelConfig(_Strict):

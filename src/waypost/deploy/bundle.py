@@ -90,7 +90,6 @@ def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.nda
 
 def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
                   data: pd.DataFrame | None = None) -> dict[str, Any]:
-    import onnx
 
     from waypost.deploy.onnx_graph import build_model_graph
     from waypost.deploy.quantize import optimize_model

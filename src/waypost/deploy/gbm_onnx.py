@@ -67,7 +67,8 @@ def _lightgbm_tree(w: _TreeWriter, tree_id: int, target: int, root: dict[str, An
             # Inputs are float32; LightGBM compares them to a double threshold. The largest float32
             # <= the threshold gives the same answer for every float32 input (nearest rounding
             # could land above a data value and flip it).
-            t32 = np.float32(threshold)
+            with np.errstate(over="ignore"):  # LightGBM's ~1e300 "always left" becomes +inf: same decision
+                t32 = np.float32(threshold)
             if float(t32) > threshold:
                 t32 = np.nextafter(t32, np.float32(-np.inf))
             if missing == "NaN":

@@ -19,6 +19,18 @@ from waypost.models.registry import register
 FILES = {"lightgbm": "gbm.lightgbm.txt", "xgboost": "gbm.xgboost.json"}
 
 
+SMALL_TABLE_ROWS = 20_000
+
+
+def n_jobs(cfg: GBMConfig, n_rows: int) -> int:
+    """Threads for the booster. On small tables a boosting round takes well under a millisecond and
+    OpenMP's thread hand-offs cost more than they save; when other processes share the cores, its
+    spinning threads can stall a 0.1 s fit for tens of seconds. One thread below SMALL_TABLE_ROWS."""
+    if cfg.n_jobs != "auto":
+        return int(cfg.n_jobs)
+    return 1 if n_rows < SMALL_TABLE_ROWS else -1
+
+
 def min_child_samples(cfg: GBMConfig, n_rows: int) -> int:
     """LightGBM's default of 20 rows per leaf starves trees on a few hundred rows; scale it down."""
     if cfg.min_child_samples != "auto":
@@ -59,6 +71,7 @@ class GBMModel:
             n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate, num_leaves=cfg.num_leaves,
             max_depth=cfg.max_depth, min_child_samples=min_child_samples(cfg, len(y)),
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed, verbose=-1,
+            n_jobs=n_jobs(cfg, len(y)),
         )
         est = lgb.LGBMRegressor(**params) if self.task == "regression" else lgb.LGBMClassifier(**params)
         record: dict[str, Any] = {}
@@ -84,7 +97,7 @@ class GBMModel:
             max_depth=cfg.max_depth if cfg.max_depth > 0 else 6, subsample=0.8, colsample_bytree=0.8,
             tree_method="hist", enable_categorical=True, feature_types=self._feature_types(X.shape[1]),
             early_stopping_rounds=cfg.early_stopping_rounds, random_state=self.seed,
-            max_cat_to_onehot=1,
+            max_cat_to_onehot=1, n_jobs=n_jobs(cfg, len(y)),
         )
         est = xgb.XGBRegressor(**params) if self.task == "regression" else xgb.XGBClassifier(**params)
         est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)

@@ -88,6 +88,7 @@ class MLPModel:
     ) -> MLPModel:
         cfg = self.training
         out_dim = 1 if self.task == "regression" else self.n_classes
+        torch.manual_seed(cfg.seed)  # weight init is part of what `seed` must make repeatable
         self.net_ = TabularMLP(
             train.numeric.shape[1], [int(c) for c in self.cardinalities], out_dim, self.mlp.hidden,
             self.mlp.dropout, self.mlp.batchnorm, self.mlp.max_embedding_dim,

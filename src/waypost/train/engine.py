@@ -152,6 +152,7 @@ def fit_network(
 ) -> FitResult:
     """Train `net` in place with every default trick; the best validation weights are restored."""
     L.seed_everything(cfg.seed, workers=False, verbose=False)
+    net.train()  # Lightning keeps the mode it finds; a fitted (eval-mode) net would train without dropout
     accelerator, precision = resolve_device(cfg)
     module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train))
     best, history = BestWeights(), History(tracker)

@@ -1,0 +1,122 @@
+"""``waypost serve BUNDLE``: the function behind the command (the Typer app wires its options here)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from waypost.errors import ConfigError, ModelFileError
+from waypost.serve.predlog import DEFAULT_LOG_PATH
+
+APP_FACTORY = "waypost.serve.app:app_from_env"
+API_KEY_ENV = "WAYPOST_API_KEY"
+NO_LOG = ("", "none", "off", "false", "0")
+
+
+def resolve_log_path(log_path: str | os.PathLike | None) -> Path | None:
+    """``None`` -> ``./.waypost/predictions.sqlite``; ``""``/``"none"``/``"off"`` -> no log."""
+    if log_path is None:
+        return DEFAULT_LOG_PATH.resolve()
+    if str(log_path).strip().lower() in NO_LOG:
+        return None
+    return Path(log_path).expanduser().resolve()
+
+
+def serve(
+    bundle: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+    max_batch_size: int = 64,
+    max_latency_ms: float = 5.0,
+    queue_size: int = 1024,
+    api_key: str | None = None,
+    max_body_bytes: int = 1_000_000,
+    log_path: str | os.PathLike | None = None,
+    *,
+    intra_op_threads: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+    run: bool = True,
+) -> dict[str, Any]:
+    """Serve a bundle over HTTP with uvicorn until interrupted.
+
+    - ``api_key``: when None, ``$WAYPOST_API_KEY`` is used if set (keeps the key off the command line).
+    - ``log_path``: the SQLite prediction log; None means ``./.waypost/predictions.sqlite``,
+      ``"none"`` (or ``""``) turns logging off.
+    - ``workers > 1``: uvicorn starts N processes, each importing ``waypost.serve.app:app_from_env``;
+      the settings travel in ``WAYPOST_SERVE_*`` variables, metrics are summed over the workers
+      through ``PROMETHEUS_MULTIPROC_DIR`` (a temporary folder unless already set).
+    - ``intra_op_threads``: onnxruntime threads per worker; None means ``(cpu_count - 1) // workers``
+      (at least 1): one core stays free for the event loops, whose HTTP parsing and validation cost
+      more than a tabular model call.
+    - ``run=False`` checks everything and returns the settings without starting the server.
+    """
+    bundle_dir = Path(bundle).expanduser().resolve()
+    if not bundle_dir.is_dir():
+        raise ModelFileError(f"bundle directory {bundle_dir} does not exist")
+    if not (bundle_dir / "waypost.json").is_file():
+        raise ModelFileError(
+            f"{bundle_dir} is not a waypost bundle (no waypost.json); export one with `waypost export MODEL -o DIR`"
+        )
+    for name, value, low in (("workers", workers, 1), ("max_batch_size", max_batch_size, 1),
+                             ("queue_size", queue_size, 1), ("max_body_bytes", max_body_bytes, 1),
+                             ("port", port, 0)):
+        if value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if max_latency_ms < 0:
+        raise ConfigError(f"--max-latency-ms must be >= 0, got {max_latency_ms}")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    log_file = resolve_log_path(log_path)
+    if intra_op_threads is None:  # leave one core to the event loops (HTTP, JSON, validation)
+        intra_op_threads = max(1, ((os.cpu_count() or 1) - 1) // workers)
+    settings: dict[str, Any] = {
+        "bundle_path": bundle_dir, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
+        "queue_size": queue_size, "api_key": api_key, "max_body_bytes": max_body_bytes,
+        "log_path": log_file, "intra_op_threads": intra_op_threads,
+    }
+
+    from waypost.serve.app import create_app, settings_to_env
+
+    import uvicorn
+
+    if workers == 1:
+        app = create_app(bundle_dir, **{k: v for k, v in settings.items() if k != "bundle_path"})
+        if run:
+            _announce(host, port, workers, log_file)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                        timeout_graceful_shutdown=10)
+        return settings
+
+    # Fail here, once, rather than in every worker (uvicorn would keep restarting them).
+    from waypost.serve.app import load_bundle
+
+    load_bundle(bundle_dir, intra_op_threads=1)
+    env = settings_to_env(**settings)
+    if log_file is None:
+        env["WAYPOST_SERVE_LOG_PATH"] = ""
+    if run:
+        os.environ.update(env)
+        own_dir = None
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            own_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="waypost-metrics-")
+        _announce(host, port, workers, log_file)
+        try:
+            uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                        access_log=access_log, timeout_graceful_shutdown=10)
+        finally:
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
+                os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return settings
+
+
+def _announce(host: str, port: int, workers: int, log_file: Path | None) -> None:
+    print(
+        f"waypost serve: http://{host}:{port} (docs at /docs, metrics at /metrics), {workers} worker(s), "
+        f"prediction log: {log_file or 'off'}",
+        file=sys.stderr, flush=True,
+    )
