@@ -125,7 +125,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _load(url: str, records: list[dict], concurrency: int, n_requests: int,
-                rows_per_request: int = 1, barrier: Any = None) -> dict[str, Any]:
+                rows_per_request: int = 1, barrier: Any = None, columnar: bool = False) -> dict[str, Any]:
     """``concurrency`` virtual users, each with its own keep-alive connection, sending single-row
     requests back to back until ``n_requests`` are done.
 
@@ -137,8 +137,14 @@ async def _load(url: str, records: list[dict], concurrency: int, n_requests: int
 
     # bodies encoded once, outside the timed loop, the same for every server
     k = rows_per_request
-    bodies = [json.dumps(records[i] if k == 1 else [records[(i + j) % len(records)] for j in range(k)]).encode()
-              for i in range(0, len(records), k)]
+    if columnar:  # POST /predict/columns: one array per column
+        path = "/predict/columns"
+        chunks = [[records[(i + j) % len(records)] for j in range(k)] for i in range(0, len(records), k)]
+        bodies = [json.dumps({"columns": {c: [r[c] for r in chunk] for c in chunk[0]}}).encode() for chunk in chunks]
+    else:
+        path = "/predict"
+        bodies = [json.dumps(records[i] if k == 1 else [records[(i + j) % len(records)] for j in range(k)]).encode()
+                  for i in range(0, len(records), k)]
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
     errors = 0
@@ -151,13 +157,13 @@ async def _load(url: str, records: list[dict], concurrency: int, n_requests: int
             for i in counter:
                 body = bodies[i % len(bodies)]
                 t0 = time.perf_counter()
-                resp = await client.post("/predict", content=body, headers=headers)
+                resp = await client.post(path, content=body, headers=headers)
                 latencies.append(time.perf_counter() - t0)
                 if resp.status_code != 200:
                     errors += 1
 
         # warm-up: open the connections, touch every code path
-        await asyncio.gather(*(c.post("/predict", content=bodies[i % len(bodies)], headers=headers)
+        await asyncio.gather(*(c.post(path, content=bodies[i % len(bodies)], headers=headers)
                                for i, c in enumerate(clients)))
         if barrier is not None:  # every client process starts the timed part together
             barrier.wait()
@@ -174,13 +180,13 @@ def _load_child(queue: Any, barrier: Any, *args: Any) -> None:
 
 
 def _run_load(url: str, records: list[dict], concurrency: int, n_requests: int, procs: int = 1,
-              rows_per_request: int = 1) -> dict[str, float]:
+              rows_per_request: int = 1, columnar: bool = False) -> dict[str, float]:
     """Run ``_load`` in ``procs`` client processes (users and requests split between them): one
     Python client process saturates one core at roughly 1,500 requests/s, below what a fast server
     answers, so a single client process would measure itself."""
     procs = max(1, min(procs, concurrency))
     if procs == 1:
-        parts = [asyncio.run(_load(url, records, concurrency, n_requests, rows_per_request))]
+        parts = [asyncio.run(_load(url, records, concurrency, n_requests, rows_per_request, columnar=columnar))]
     else:
         import multiprocessing as mp
 
@@ -297,6 +303,9 @@ def main() -> None:
                              "the server keeps a core)")
     parser.add_argument("--list-rows", type=int, default=64,
                         help="extra run of (a) with requests of this many rows at concurrency 16 (1: skip)")
+    parser.add_argument("--columns-rows", type=int, default=1024,
+                        help="extra run of (a) through POST /predict/columns with this many rows per request, "
+                             "compared with (c) on batches of the same size (0: skip)")
     parser.add_argument("--no-raw", action="store_true", help="skip the extra runs with the minimal raw client")
     parser.add_argument("--work-dir", default=None, help="keep the model and bundle here (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the results as JSON")
@@ -337,6 +346,7 @@ def main() -> None:
     # (a) waypost serve
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    columns_result: dict[str, Any] | None = None
     log_path = "none" if args.no_log else str(work / "predictions.sqlite")
     code = ("from waypost.serve.cli import serve; "
             f"serve({str(bundle_dir)!r}, port={port}, max_batch_size={args.max_batch_size}, "
@@ -356,6 +366,9 @@ def main() -> None:
             b1, r1 = _batch_stats(url)
             listed["mean_batch"] = (r1 - r0) / max(1.0, b1 - b0)
             list_result = listed
+        if args.columns_rows > 0:  # bulk clients: the HTTP and JSON cost shared by many rows
+            columns_result = _run_load(url, records, 4, max(8, args.requests // 30), 1,
+                                       rows_per_request=args.columns_rows, columnar=True)
         if not args.no_raw:
             b0, r0 = _batch_stats(url)
             raw["waypost serve"][max(levels)] = asyncio.run(_load_raw(port, records, max(levels), args.requests))
@@ -382,6 +395,8 @@ def main() -> None:
         results["bare onnxruntime"][level] = {"rows_s": _ceiling(bundle, records, batch, 20_000),
                                               "batch": batch}
     p50_one, p99_one = _single_row_p50(bundle, records)
+    if columns_result is not None:
+        columns_result["ceiling"] = _ceiling(bundle, records, args.columns_rows, 200_000)
 
     # report
     print()
@@ -410,6 +425,11 @@ def main() -> None:
     if raw["waypost serve"] and raw["naive FastAPI+torch"]:
         ra, rb = raw["waypost serve"][top]["rows_s"], raw["naive FastAPI+torch"][top]["rows_s"]
         print(f"with the raw client: (a)/(b) {ra / rb:.2f}x, (a)/(c) {ra / c:.3f}x")
+    if columns_result is not None:
+        r = columns_result
+        print(f"columnar: POST /predict/columns, {args.columns_rows} rows per request, concurrency 4: "
+              f"{r['rows_s']:,.0f} rows/s (p50 {r['p50_ms']:.1f} ms); (c) on {args.columns_rows}-row batches: "
+              f"{r['ceiling']:,.0f} rows/s; (a)/(c) = {r['rows_s'] / r['ceiling']:.2f}x (target >= 0.5)")
     print(f"in-process bundle.predict, one row: p50 {p50_one:.3f} ms, p99 {p99_one:.3f} ms   (target p50 <= 1 ms)")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "raw_client": raw, "list_requests": list_result, "a_over_b": a / b, "a_over_c": a / c,

@@ -564,3 +564,32 @@ def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
     fast, routed = asyncio.run(main())
     assert fast == routed
     assert fast[0] == 200 and fast[2] == 422 and "bill_length_mm" in fast[3]
+
+
+def test_columnar_endpoint_matches_the_predictor_and_names_bad_fields(penguins, serve, tmp_path):
+    predictor, _, test = penguins
+    server = serve(log_path=tmp_path / "log.sqlite")
+    records = _records(test)
+    columns = {c: [r[c] for r in records] for c in records[0]}
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        resp = client.post("/predict/columns", json={"columns": columns})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        bad = client.post("/predict/columns", json={"columns": {**columns, "bill_length_mm": ["long"] + columns["bill_length_mm"][1:]}})
+        unknown = client.post("/predict/columns", json={"columns": {**columns, "colour": columns["island"]}})
+        ragged = client.post("/predict/columns", json={"columns": {**columns, "island": columns["island"][:3]}})
+        shape = client.post("/predict/columns", json=records[:2])
+        metrics = _metrics(client)
+    assert body["predictions"] == list(predictor.predict(test))
+    expected = predictor.predict_proba(test)
+    got = np.array([body["probabilities"][str(c)] for c in expected.columns]).T
+    np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-4)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "columns", "bill_length_mm", 0]
+    assert unknown.status_code == 422 and "body.columns.colour: unknown column" in unknown.json()["message"]
+    assert ragged.status_code == 422 and "one length" in ragged.json()["message"]
+    assert shape.status_code == 422
+    assert metrics[("waypost_requests_total", (("endpoint", "/predict/columns"), ("status", "422")))] == 4
+    server.state.predlog.flush()
+    from waypost.serve.predlog import PredictionLog
+
+    assert PredictionLog(tmp_path / "log.sqlite").count() == len(test)

@@ -7,8 +7,9 @@ rules (`NumericalDecision` / `CategoricalDecision` in its tree.h):
 - categorical `==` with "a||b||c": one BRANCH_EQ per category, chained; NaN and values outside the
   set go right.
 onnxmltools' converter ignores the missing_type rule (NaN predictions differ by up to 0.03 on
-palmer penguins), so a deployed model would not predict what was validated. XGBoost goes through
-onnxmltools, whose missing-value handling matches XGBoost's, for models without categorical splits.
+palmer penguins), so a deployed model would not predict what was validated. XGBoost is converted
+from its JSON dump the same way (onnxmltools' graph for XGBoost 3 lacks a default-domain opset and
+does not cover categorical splits).
 """
 from __future__ import annotations
 
@@ -120,12 +121,17 @@ def lightgbm_tree_node(booster: Any, input_name: str, output_name: str) -> tuple
 def gbm_model(part: Any, n_features: int, task: str, opset: int) -> Any:
     """A standalone ONNX model: input `gbm` float (n, n_features) -> `gbm_out`: probabilities
     (n, k) for classifiers, standardised value (n, 1) for regression."""
-    from onnx import TensorProto, helper
-
     if part.library == "xgboost":
         return _xgboost_model(part, n_features, task, opset)
     tree, n_targets = lightgbm_tree_node(part.booster_, "gbm", "gbm_raw")
-    nodes = [tree]
+    return _with_head([tree], n_features, n_targets, task, opset)
+
+
+def _with_head(nodes: list[Any], n_features: int, n_targets: int, task: str, opset: int) -> Any:
+    """Raw scores -> probabilities (sigmoid for binary, softmax for multiclass) or the value."""
+    from onnx import TensorProto, helper
+
+    nodes = list(nodes)
     if task == "regression":
         nodes.append(helper.make_node("Identity", ["gbm_raw"], ["gbm_out"], name="value"))
         width = 1
@@ -141,38 +147,91 @@ def gbm_model(part: Any, n_features: int, task: str, opset: int) -> Any:
     else:
         nodes.append(helper.make_node("Softmax", ["gbm_raw"], ["gbm_out"], axis=1, name="softmax"))
         width = n_targets
-    graph = helper.make_graph(
-        nodes, "waypost_gbm",
-        [helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_features])],
-        [helper.make_tensor_value_info("gbm_out", TensorProto.FLOAT, ["batch", width])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                   helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
+    return _model(nodes, n_features, width, "gbm_out", opset)
+
+
+def _xgboost_tree(w: _TreeWriter, tree_id: int, target: int, root: dict[str, Any]) -> None:
+    """XGBoost's rule: `x < split_condition` goes to "yes", NaN to "missing"; a categorical node lists
+    its categories in `split_condition` and sends them to "yes", everything else to "no"."""
+    counter = [0]
+    ids: dict[int, int] = {}
+
+    def onnx_id(xgb_id: int) -> int:
+        if xgb_id not in ids:
+            ids[xgb_id] = counter[0]
+            counter[0] += 1
+        return ids[xgb_id]
+
+    def visit(node: dict[str, Any]) -> None:
+        me = onnx_id(node["nodeid"])
+        if "leaf" in node:
+            w.leaf(tree_id, me, target, node["leaf"])
+            return
+        feature = int(str(node["split"]).lstrip("f"))
+        yes, no, missing = onnx_id(node["yes"]), onnx_id(node["no"]), node["missing"]
+        condition = node.get("categories", node.get("split_condition"))
+        if isinstance(condition, list):  # categorical: the dump's "yes" is "value in the set"
+            current = me
+            for i, cat in enumerate(condition):
+                last = i == len(condition) - 1
+                nxt = no if last else counter[0]
+                if not last:
+                    counter[0] += 1
+                nan_true = int(missing == yes) if i == 0 else 0  # NaN decided at the first test
+                w.split(tree_id, current, feature, "BRANCH_EQ", float(cat), yes, nxt, nan_true)
+                current = nxt
+        else:
+            w.split(tree_id, me, feature, "BRANCH_LT", float(np.float32(condition)), yes, no,
+                    int(missing == node["yes"]))
+        for child in node["children"]:
+            visit(child)
+
+    visit(root)
 
 
 def _xgboost_model(part: Any, n_features: int, task: str, opset: int) -> Any:
+    """Trees from the JSON dump; the base margin is measured (XGBoost's output margin minus the
+    trees' sum on a few rows) rather than re-derived from its version-dependent base_score rules."""
+    import json
+
+    import onnxruntime as ort
+    import xgboost as xgb
     from onnx import helper
 
-    if part.categorical:
-        raise ConfigError(
-            "XGBoost models with categorical features cannot be exported to ONNX yet; "
-            "train with model.gbm.library: lightgbm (the default) to deploy this table"
-        )
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
+    booster = part.booster_
+    dumps = [json.loads(t) for t in booster.get_dump(dump_format="json")]
+    n_targets = 1 if task in ("binary", "regression") else part.n_classes
+    w = _TreeWriter()
+    for i, tree in enumerate(dumps):
+        _xgboost_tree(w, i, i % n_targets, tree)
+    trees = helper.make_node("TreeEnsembleRegressor", ["gbm"], ["gbm_raw"], name="trees", domain="ai.onnx.ml",
+                             n_targets=n_targets, aggregate_function="SUM", post_transform="NONE",
+                             base_values=[0.0] * n_targets, **w.a)
+    probe = _model([trees], n_features, n_targets, "gbm_raw", opset)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, n_features)).astype(np.float32)
+    for c in part.categorical:
+        x[:, c] = rng.integers(0, 3, 8)
+    leaf_sum = ort.InferenceSession(probe.SerializeToString()).run(None, {"gbm": x})[0]
+    dm = xgb.DMatrix(x, feature_types=part._feature_types(n_features), enable_categorical=True)
+    margin = np.asarray(booster.predict(dm, output_margin=True), dtype=np.float64).reshape(8, n_targets)
+    base = np.median(margin - leaf_sum, axis=0)
+    trees = helper.make_node("TreeEnsembleRegressor", ["gbm"], ["gbm_raw"], name="trees", domain="ai.onnx.ml",
+                             n_targets=n_targets, aggregate_function="SUM", post_transform="NONE",
+                             base_values=[float(b) for b in base], **w.a)
+    return _with_head([trees], n_features, n_targets, task, opset)
 
-    model = onnxmltools.convert_xgboost(
-        part.booster_, initial_types=[("gbm", FloatTensorType([None, n_features]))], target_opset=15
+
+def _model(nodes: list[Any], n_features: int, width: Any, output: str, opset: int) -> Any:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, "waypost_gbm",
+        [helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", width])],
     )
-    # onnxmltools names outputs label/probabilities (classifier) or variable (regressor).
-    out = [o.name for o in model.graph.output][-1]
-    model.graph.node.append(helper.make_node("Identity", [out], ["gbm_out"], name="gbm_out"))
-    del model.graph.output[:]
-    from onnx import TensorProto
-
-    width = 1 if task == "regression" else max(2, part.n_classes)
-    model.graph.output.append(helper.make_tensor_value_info("gbm_out", TensorProto.FLOAT, ["batch", width]))
-    return model
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                   helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
 
 
 def reference_predictions(part: Any, x: np.ndarray) -> np.ndarray:

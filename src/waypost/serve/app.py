@@ -43,8 +43,8 @@ from waypost.serve.schema import ErrorResponse, PredictResponse, RecordSchema, R
 log = logging.getLogger("waypost.serve")
 
 API_KEY_HEADER = "X-API-Key"
-PROTECTED = frozenset({"/predict"})
-ENDPOINTS = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/docs", "/openapi.json"})
+PROTECTED = frozenset({"/predict", "/predict/columns"})
+ENDPOINTS = frozenset({"/predict", "/predict/columns", "/health", "/ready", "/metrics", "/info", "/docs", "/openapi.json"})
 
 # create_app keyword -> environment variable read by app_from_env (the --workers path)
 ENV = {
@@ -126,6 +126,14 @@ class _Guard:
                     return
                 scope["waypost.body"] = body
                 receive = _replay(body, receive)
+            if path == "/predict/columns" and st.fast_path and scope["method"] == "POST":
+                from waypost.serve.columnar import predict_columns_body
+
+                code, payload, headers = await predict_columns_body(st, body)
+                status[0] = code
+                await send({"type": "http.response.start", "status": code, "headers": headers})
+                await send({"type": "http.response.body", "body": payload})
+                return
             if arrival is not None and st.fast_path and scope["method"] == "POST":
                 # the hot path skips FastAPI's routing; the /predict route (docs, other mounts) calls the same code
                 code, payload, headers = await predict_body(st, body, arrival)
@@ -332,6 +340,18 @@ def create_app(
     )
     async def predict(request: Request) -> Response:
         code, payload, headers = await predict_body(st, await request.body(), None)
+        return Response(payload, status_code=code, headers={k.decode(): v.decode() for k, v in headers})
+
+    @app.post(
+        "/predict/columns",
+        summary="Predict many rows sent as one array per column (high throughput)",
+        description='Body: {"columns": {"<column>": [values...], ...}}; answer: predictions and, for '
+                    "classifiers, probabilities as {label: [p, ...]}.",
+    )
+    async def predict_columns(request: Request) -> Response:
+        from waypost.serve.columnar import predict_columns_body
+
+        code, payload, headers = await predict_columns_body(st, await request.body())
         return Response(payload, status_code=code, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.get("/health", summary="Liveness: 200 while the process runs")
