@@ -64,12 +64,26 @@ def _parses_as_float(v: Any) -> bool:
 
 
 def _codes(values: Any, index: dict[str, int], fill: int) -> tuple[np.ndarray, np.ndarray]:
-    """(code per row, missing mask); unknown values get `fill`. Distinct values are looked up once."""
+    """(code per row, missing mask); unknown values get `fill`.
+
+    Rows are first reduced to their distinct raw values (a dict lookup each), and `canonical` runs
+    once per distinct value: a batch of 10,000 rows of a 5-valued column canonicalises 5 values.
+    """
     arr = np.asarray(values, dtype=object).reshape(-1)
-    keys = [canonical(v) for v in arr.tolist()]
-    missing = np.fromiter((k is None for k in keys), dtype=bool, count=len(keys))
-    codes = np.fromiter((index.get(k, fill) if k is not None else fill for k in keys), dtype=np.int64, count=len(keys))
-    return codes, missing
+    distinct: dict[Any, int] = {}
+    try:
+        inverse = np.fromiter((distinct.setdefault(v, len(distinct)) for v in arr.tolist()),
+                              dtype=np.int64, count=len(arr))
+    except TypeError:  # unhashable values (lists): the slow path, one canonical() per row
+        keys = [canonical(v) for v in arr.tolist()]
+        missing = np.fromiter((k is None for k in keys), dtype=bool, count=len(keys))
+        codes = np.fromiter((index.get(k, fill) if k is not None else fill for k in keys), dtype=np.int64,
+                            count=len(keys))
+        return codes, missing
+    keys = [canonical(v) for v in distinct]
+    code_of = np.array([index.get(k, fill) if k is not None else fill for k in keys] + [fill], dtype=np.int64)
+    missing_of = np.array([k is None for k in keys] + [True], dtype=bool)
+    return code_of[inverse], missing_of[inverse]
 
 
 def to_datetime(values: Any, name: str) -> np.ndarray:
