@@ -98,23 +98,11 @@ def train_network(net: nn.Module, train: TabularArrays, y_train: torch.Tensor, v
                   y_valid: torch.Tensor, *, task: str, loss_fn: nn.Module, cfg: TrainingConfig,
                   batch_size: int, sample_weights: np.ndarray | None = None,
                   description: str = "MLP") -> FitResult:
-    """`fit_network` on an existing network with caller-chosen targets.
+    """The MLP's own training routine on an existing network (fine-tune, distillation)."""
+    from waypost.models.tabular_mlp import fit_tabular_net
 
-    `y_train` may be anything `loss_fn` understands (class codes, or soft targets packed as floats);
-    `y_valid` stays the true labels, so early stopping and best-weight restore follow the real task.
-    """
-    from waypost.train.batches import TensorBatches
-    from waypost.train.engine import fit_network
-
-    # drop_last avoids a 1-row batch, which BatchNorm cannot normalise.
-    train_batches = TensorBatches((*tensors(train), y_train), batch_size, shuffle=True,
-                                  sample_weights=sample_weights, seed=cfg.seed, drop_last=True)
-    valid_batches = TensorBatches((*tensors(valid), y_valid), 4096)
-    # A fitted net is left in eval mode, and Lightning keeps the mode it finds: without this the
-    # fine-tune would run with dropout off and batchnorm statistics frozen.
-    net.train()
-    return fit_network(net, train_batches, valid_batches, task=task, loss_fn=loss_fn, cfg=cfg,
-                       description=description)
+    return fit_tabular_net(net, train, y_train, valid, y_valid, task=task, loss_fn=loss_fn, cfg=cfg,
+                           batch_size=batch_size, sample_weights=sample_weights, description=description)
 
 
 def label_tensor(task: str, y: np.ndarray) -> torch.Tensor:

@@ -68,6 +68,26 @@ def _tensors(arrays: TabularArrays) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+def fit_tabular_net(
+    net: nn.Module, train: TabularArrays, y_train: torch.Tensor, valid: TabularArrays, y_valid: torch.Tensor,
+    *, task: str, loss_fn: nn.Module, cfg: TrainingConfig, batch_size: int,
+    sample_weights: np.ndarray | None = None, tracker: Any = None, verbose: bool = False,
+    time_limit: float | None = None, description: str = "MLP",
+) -> FitResult:
+    """Train `net` (new or already fitted) on tabular arrays with the engine.
+
+    `y_train` may be anything `loss_fn` understands (class codes, or a teacher's soft labels packed
+    as floats for distillation); `y_valid` stays the true labels, so early stopping and the
+    best-weights restore follow the real task.
+    """
+    # drop_last avoids a 1-row batch, which BatchNorm cannot normalise.
+    train_batches = TensorBatches((*_tensors(train), y_train), batch_size, shuffle=True,
+                                  sample_weights=sample_weights, seed=cfg.seed, drop_last=True)
+    valid_batches = TensorBatches((*_tensors(valid), y_valid), 4096)
+    return fit_network(net, train_batches, valid_batches, task=task, loss_fn=loss_fn, cfg=cfg,
+                       tracker=tracker, verbose=verbose, time_limit=time_limit, description=description)
+
+
 class MLPModel:
     """Estimator around TabularMLP. Works in the encoded target space: class codes, or the
     standardised regression target; `predict_raw` returns probabilities or standardised values."""
@@ -101,13 +121,10 @@ class MLPModel:
         yt, yv = torch.as_tensor(y_train, dtype=y_dtype), torch.as_tensor(y_valid, dtype=y_dtype)
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(len(yt))
         weights = balanced_sample_weights(y_train) if sampling == "oversample" else None
-        # drop_last avoids a 1-row batch, which BatchNorm cannot normalise.
-        train_batches = TensorBatches((*_tensors(train), yt), self.batch_size_, shuffle=True,
-                                      sample_weights=weights, seed=cfg.seed, drop_last=True)
-        valid_batches = TensorBatches((*_tensors(valid), yv), 4096)
-        self.fit_: FitResult = fit_network(
-            self.net_, train_batches, valid_batches, task=self.task, loss_fn=loss_fn, cfg=cfg,
-            tracker=tracker, verbose=verbose, time_limit=time_limit, description="MLP",
+        self.fit_: FitResult = fit_tabular_net(
+            self.net_, train, yt, valid, yv, task=self.task, loss_fn=loss_fn, cfg=cfg,
+            batch_size=self.batch_size_, sample_weights=weights, tracker=tracker, verbose=verbose,
+            time_limit=time_limit,
         )
         return self
 
