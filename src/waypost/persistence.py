@@ -53,26 +53,10 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    if not directory.exists():
-        raise ModelFileError(f"model directory not found: {directory}")
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise ModelFileError(
-            f"{path} not found: {directory} is not a model directory written by Predictor.save / waypost train"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path} is corrupt: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a waypost model manifest (missing format '{FORMAT}')")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has format_version {version!r}; this waypost reads up to {FORMAT_VERSION}: upgrade waypost"
-        )
-    return manifest
+    from waypost.manifest import read_versioned_json
+
+    return read_versioned_json(directory, MANIFEST, fmt=FORMAT, max_version=FORMAT_VERSION,
+                               kind="model directory", written_by="Predictor.save / waypost train")
 
 
 def _json_default(obj: Any) -> Any:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from waypost.data.types import TABULAR_TYPES
 from waypost.errors import DataError, NotFittedError
+from waypost.runtime.features import canonical
 
 _NS_PER_DAY = 86_400 * 10**9
 _NS_PER_YEAR = 365.2425 * _NS_PER_DAY
@@ -34,18 +35,13 @@ def canonical_string(value: Any) -> str:
     """One string per category value, so 1, 1.0 and np.int64(1) are the same category.
 
     pandas reads an int column with a missing value as float; without this, a category seen as
-    "1" in training would be unseen as "1.0" in a prediction chunk.
+    "1" in training would be unseen as "1.0" in a prediction chunk. The deployment runtime's
+    `canonical` is the same function, so training and serving cannot drift apart.
     """
-    if isinstance(value, (bool, np.bool_)):
-        return "True" if value else "False"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
-    return str(value)
+    key = canonical(value)
+    return "nan" if key is None else key
 
 
 def _factorize(series: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:

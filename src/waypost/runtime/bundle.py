@@ -1,7 +1,6 @@
 """A deployed bundle: `waypost.json` + `model.onnx`, run with numpy and onnxruntime only."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,10 @@ FORMAT_VERSION = 1
 
 
 def read_bundle_manifest(path: Path) -> dict[str, Any]:
-    if not path.is_dir():
-        raise ModelFileError(f"bundle directory not found: {path}")
-    file = path / MANIFEST
-    if not file.is_file():
-        raise ModelFileError(f"{file} not found: {path} is not a bundle written by `waypost export`")
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{file} is corrupt: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{file} is not a waypost bundle manifest (format must be {FORMAT!r})")
-    if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{file} has format_version {manifest.get('format_version')!r}; this waypost reads up to "
-            f"{FORMAT_VERSION}: upgrade waypost"
-        )
-    return manifest
+    from waypost.manifest import read_versioned_json
+
+    return read_versioned_json(path, MANIFEST, fmt=FORMAT, max_version=FORMAT_VERSION, kind="bundle directory",
+                               written_by="`waypost export`")
 
 
 class Bundle:
