@@ -65,3 +65,24 @@ def test_peak_memory_does_not_grow_with_the_file(bundle, tmp_path):
     assert len(pd.read_parquet(tmp_path / "large.parquet")) == 340 * len(rows)
     # 10x the rows (a 1M-row frame alone is ~100 MiB) may cost at most a few MiB of peak memory
     assert rss["large"] - rss["small"] < 40, rss
+
+
+def test_evaluate_and_info_accept_a_bundle(bundle, tmp_path, monkeypatch):
+    import json
+
+    p, test, path = bundle
+    monkeypatch.chdir(tmp_path)
+    test.to_csv("test.csv", index=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(path), "test.csv", "--json", "m.json"])
+    assert res.exit_code == 0, res.output
+    got, expected = json.loads(open("m.json").read()), p.evaluate(test)
+    assert got.keys() == expected.keys()
+    assert all(abs(got[k] - expected[k]) < 1e-4 for k in got)
+    res = runner.invoke(app, ["info", str(path), "--json"])
+    info = json.loads(res.output)
+    assert res.exit_code == 0 and info["task"] == "binary" and info["optimize"] == "none"
+    bad = test.assign(default=test["default"].replace({"Yes": "Maybe"}))
+    bad.to_csv("bad.csv", index=False)
+    res = runner.invoke(app, ["evaluate", str(path), "bad.csv"])
+    assert res.exit_code == 2 and "never saw" in res.output and "Maybe" in res.output

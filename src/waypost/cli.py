@@ -147,16 +147,24 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest)."),
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest) or bundle."),
     data: Path = typer.Argument(..., help="Labelled table."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
 ) -> None:
-    """Metrics of a saved model on labelled data, as a table and JSON."""
+    """Metrics of a saved model or bundle on labelled data, as a table and JSON."""
 
     def go() -> None:
-        from waypost.predictor import Predictor
+        from waypost.data.io import read_table
 
-        metrics = Predictor.load(model).evaluate(data)
+        if (model / "waypost.json").is_file():
+            import waypost.runtime as rt
+            from waypost.deploy.bundle import bundle_metrics
+
+            metrics = bundle_metrics(rt.load(model), read_table(data))
+        else:
+            from waypost.predictor import Predictor
+
+            metrics = Predictor.load(model).evaluate(data)
         _print_metrics(metrics, f"metrics on {data.name}")
         text = json.dumps(metrics, indent=2)
         if json_out:
@@ -289,6 +297,23 @@ def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
         Console(stderr=True).print(f"[bold red]WARNING:[/] {report['warning']}")
 
 
+def _bundle_info(path: Path, as_json: bool) -> None:
+    from waypost.plan import Decision
+    from waypost.runtime.bundle import read_bundle_manifest
+
+    m = read_bundle_manifest(path)
+    summary = {"target": m["target"], "task": m["task"], "model_version": m.get("model_version"),
+               "optimize": m["model"]["optimize"], "parts": m["model"]["parts"], "plan": m["plan"],
+               "validation_metrics": m["metrics"]["validation"], "lineage": m["lineage"]}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    _print_plan([Decision.from_dict(d) for d in m["plan"]], f"plan of bundle {path}")
+    _print_metrics(m["metrics"]["validation"], "validation metrics (at training)")
+    _print_metrics({"model_version": str(m.get("model_version")), "optimize": m["model"]["optimize"],
+                    "digest": m["model"]["digest"][:19], "waypost": m["waypost_version"]}, "bundle", key="field")
+
+
 @app.command()
 def serve(
     bundle: Path = typer.Argument(..., help="Bundle directory written by `waypost export`."),
@@ -319,9 +344,12 @@ def info(
     model: Path = typer.Argument(..., help="Model directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """The plan (every decision with its reason), validation metrics and lineage of a saved model."""
+    """The plan (every decision with its reason), validation metrics and lineage of a model or bundle."""
 
     def go() -> None:
+        if (model / "waypost.json").is_file():
+            _bundle_info(model, as_json)
+            return
         from waypost.predictor import Predictor
 
         predictor = Predictor.load(model)

@@ -63,17 +63,27 @@ def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dic
             "rows_per_s_batch1024": len(big) / batch_s}
 
 
-def _bundle_metrics(bundle: Any, df: pd.DataFrame, predictor: Any) -> dict[str, float]:
+def bundle_metrics(bundle: Any, df: pd.DataFrame) -> dict[str, float]:
+    """`evaluate`'s metrics for a bundle on labelled rows, with the bundle's own label map."""
     from waypost.data.target import drop_missing_target
     from waypost.metrics import classification_metrics, regression_metrics
+    from waypost.planning import require_target
+    from waypost.runtime.features import canonical
 
-    df, _ = drop_missing_target(df, predictor.target_)
-    records = records_from_frame(df, list(predictor.features_))
-    out = bundle.infer(records)
-    if predictor.task_ == "regression":
-        y = pd.to_numeric(df[predictor.target_], errors="coerce").to_numpy(np.float64)
+    require_target(df, bundle.target, "the evaluation data")
+    df, _ = drop_missing_target(df, bundle.target)
+    if df.empty:
+        raise DataError(f"target column '{bundle.target}' has no values in the evaluation data")
+    out = bundle.infer(records_from_frame(df, list(bundle.features)))
+    if bundle.task == "regression":
+        y = pd.to_numeric(df[bundle.target], errors="coerce").to_numpy(np.float64)
         return regression_metrics(y, out["prediction"])
-    return classification_metrics(predictor.target_encoder_.transform(df[predictor.target_]), out["proba"])
+    index = {canonical(c): i for i, c in enumerate(bundle.classes)}
+    keys = [canonical(v) for v in df[bundle.target].tolist()]
+    unseen = sorted({k for k in keys if k not in index})
+    if unseen:
+        raise DataError(f"target column '{bundle.target}' has labels the bundle never saw: {unseen[:5]}")
+    return classification_metrics(np.array([index[k] for k in keys]), out["proba"])
 
 
 def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
@@ -162,7 +172,7 @@ def _check(predictor: Any, bundle: Any, sample: pd.DataFrame, records: list[dict
             ref = Bundle(ref_dir)
             report["fp32"] = {"size_bytes": (ref_dir / "model.onnx").stat().st_size, "latency": _latency(ref, records)}
             if data is not None and predictor.target_ in data.columns:
-                before, after = _bundle_metrics(ref, data, predictor), _bundle_metrics(bundle, data, predictor)
+                before, after = bundle_metrics(ref, data), bundle_metrics(bundle, data)
                 key = _primary(predictor.task_)
                 drop = before[key] - after[key]
                 report["metrics"] = {"fp32": before, optimize: after, "primary": key, "drop": drop}
