@@ -215,3 +215,36 @@ def test_fashion_mnist_reads_debian_idx_files() -> None:
     image = test["image"].iloc[0]
     assert image.shape == (28, 28) and image.dtype == np.uint8
     assert describe_images(test["image"])["summary"] == "50 images, 28x28 grayscale"
+
+
+def test_runtime_decodes_images_without_pandas_or_torch(tmp_path) -> None:
+    """The serving side decodes with waypost.runtime.images alone and gets the training array."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from sklearn.datasets import load_sample_image
+
+    from waypost.data.images import load_image, to_array
+
+    photo = load_sample_image("china.jpg")
+    path = tmp_path / "china.png"
+    load_image(photo).save(path)
+    expected = to_array(load_image(str(path)), size=(96, 128), channels=3)
+    np.save(tmp_path / "expected.npy", expected)
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {{"pandas", "torch", "sklearn", "torchvision"}}:
+                    raise ImportError(name + " is blocked")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from waypost.runtime.images import load_image, to_array
+        raw = open({str(path)!r}, "rb").read()
+        got = to_array(load_image(raw), size=(96, 128), channels=3)
+        assert (got == np.load({str(tmp_path / 'expected.npy')!r})).all()
+        print("ok", got.shape)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "ok (3, 96, 128)" in out.stdout, out.stderr[-2000:]
