@@ -41,5 +41,5 @@ def test_bad_cells_are_named_or_skipped(tmp_path):
     skipper.on_bad_image = "skip"
     images, kept, skipped = skipper.transform(pd.Series(cells))
     assert len(images) == 20 and skipped and skipped[0]["path"].endswith("missing.png")
-    with pytest.raises(DataError, match="no images"):
+    with pytest.raises(DataError, match="no readable images"):
         ImagePreprocessor("image").fit(pd.Series([None, None]))
