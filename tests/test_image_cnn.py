@@ -175,10 +175,12 @@ def test_choose_image_architecture_reasons() -> None:
     arch, src, _ = choose_image_architecture(800, (224, 224), 3, {"mobilenetv2_100": True})
     assert (arch, src) == ("mobilenetv2_100", "pretrained")
     arch, src, why = choose_image_architecture(60000, (28, 28), 1, packaged)
-    assert (arch, src) == ("resnet18", "none") and "CIFAR stem" in why
+    assert (arch, src) == ("small_cnn", "none") and "10x the compute" in why  # tiny images: small CNN on CPU
+    arch, src, why = choose_image_architecture(60000, (48, 48), 1, {})
+    assert (arch, src) == ("resnet18", "none")
     arch, src, why = choose_image_architecture(50000, (256, 256), 3, {})
     assert (arch, src) == ("resnet18", "none") and "no pretrained weights" in why
-    _, _, why = choose_image_architecture(500, (28, 28), 1, packaged)
+    _, _, why = choose_image_architecture(500, (64, 64), 1, packaged)
     assert "1-channel" in why
 
 

@@ -86,8 +86,18 @@ def init(
 
         if output.exists() and not force:
             raise ConfigError(f"{output} exists; pass --force to overwrite it")
-        df = read_table(data)
-        rel = os.path.relpath(data.resolve(), output.resolve().parent)
+        table_path = data
+        if data.is_dir():  # a folder of class subfolders is a data set: build its (image, label) table
+            from waypost.data.image_folder import table_from_folder
+            from waypost.data.io import TableWriter
+
+            table = table_from_folder(data)
+            table_path = output.resolve().parent / f"{data.resolve().name}_images.csv"
+            with TableWriter(table_path) as w:
+                w.write(table.rename(columns={"label": target}) if target != "label" else table)
+            _console().print(f"{len(table)} images in {table['label'].nunique()} classes -> {table_path}")
+        df = read_table(table_path)
+        rel = os.path.relpath(Path(table_path).resolve(), output.resolve().parent)
         cfg = WaypostConfig.create(target, preset, task=task, data={"train": rel})
         cfg, plan = resolve_job(df, cfg)
         output.parent.mkdir(parents=True, exist_ok=True)

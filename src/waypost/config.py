@@ -33,6 +33,7 @@ class DataConfig(_Strict):
     train: str | None = Field(None, description="Training table (CSV/Parquet); relative to the YAML file.")
     valid: str | None = Field(None, description="Optional validation table; else split from train.")
     valid_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    on_bad_image: Literal["error", "skip"] = "error"
 
 
 class MLPConfig(_Strict):
@@ -54,7 +55,8 @@ class GBMConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    architecture: Literal["auto", "blend", "mlp", "lightgbm", "xgboost"] = "auto"
+    architecture: str = Field("auto", description="auto, or a registered name: blend, mlp, lightgbm, xgboost, "
+                              "small_cnn, resnet18, efficientnet_lite0, mobilenetv2_100, ...")
     reason: str = ""
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     gbm: GBMConfig = Field(default_factory=GBMConfig)

@@ -62,6 +62,12 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         valid_df, _ = drop_missing_target(valid_df, cfg.target)
         plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
 
+    if any(f.type == "image" for f in cfg.features.values()):
+        from waypost.fitting_image import fit_image_predictor
+
+        fit_image_predictor(predictor, cfg, plan, train_df, valid_df, full_train, train_data, started)
+        return
+
     features = {name: f.type for name, f in cfg.features.items()}
     target_encoder = TargetEncoder(task).fit(train_df[cfg.target])
     y_train = target_encoder.transform(train_df[cfg.target])
@@ -227,7 +233,12 @@ def load_predictor(cls: type, path: Path) -> Any:
         predictor = cls(cfg.target, config=cfg, verbose=False)
         predictor.config_, predictor.target_, predictor.task_ = cfg, manifest["target"], manifest["task"]
         predictor.features_ = dict(manifest["features"])
-        predictor.preprocessor_ = TabularPreprocessor.from_state(manifest["preprocessor"])
+        if manifest["preprocessor"].get("kind") == "image_frame":
+            from waypost.data.image_preprocess import ImageFramePreprocessor
+
+            predictor.preprocessor_ = ImageFramePreprocessor.from_state(manifest["preprocessor"])
+        else:
+            predictor.preprocessor_ = TabularPreprocessor.from_state(manifest["preprocessor"])
         predictor.target_encoder_ = TargetEncoder.from_state(manifest["target_encoder"])
         parts = {}
         for name, entry in manifest["parts"].items():
@@ -235,6 +246,10 @@ def load_predictor(cls: type, path: Path) -> Any:
                 from waypost.models.tabular_mlp import MLPModel
 
                 parts[name] = MLPModel.load(path, entry)
+            elif entry["kind"] == "image":
+                from waypost.models.image_model import ImageModel
+
+                parts[name] = ImageModel.load(path, entry)
             elif entry["kind"] == "gbm":
                 from waypost.models.gbm import GBMModel
 

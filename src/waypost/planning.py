@@ -44,10 +44,15 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
         features = {n: FeatureConfig(type=d.type, reason=d.reason) for n, d in schema.features.items()}
         dropped = dict(schema.dropped)
 
+    images = [n for n, f in features.items() if f.type == "image"]
+    image_only = len(images) == 1 and len(features) == 1
     for name, feat in list(features.items()):
-        if feat.type not in TABULAR_TYPES:
-            dropped[name] = f"{feat.type} column: {feat.reason}; no {feat.type} encoder in this waypost version"
-            del features[name]
+        if feat.type in TABULAR_TYPES or (image_only and feat.type == "image"):
+            continue
+        why = ("fusing image and tabular columns in one model is the next step of issue #4"
+               if feat.type == "image" else f"no {feat.type} encoder in this waypost version")
+        dropped[name] = f"{feat.type} column: {feat.reason}; {why}"
+        del features[name]
     if not features:
         raise DataError(
             f"no usable feature columns besides the target '{target}' (dropped: {dropped or 'none'})"
@@ -57,7 +62,10 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     for name, why in dropped.items():
         plan.append(Decision("column", f"column '{name}'", "dropped", why))
 
-    arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
+    if image_only:
+        arch = _image_architecture(df[images[0]], task, cfg.model.architecture)
+    else:
+        arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
     if cfg.model.architecture != "auto" and cfg.model.reason:
         arch = Decision(arch.step, arch.subject, arch.choice, cfg.model.reason)
     plan.append(arch)
@@ -68,3 +76,26 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     resolved.model.architecture = arch.choice  # type: ignore[assignment]
     resolved.model.reason = arch.reason
     return resolved, plan
+
+
+def _image_architecture(column: pd.Series, task: str, requested: str) -> Decision:
+    """The CNN for a table whose only feature is an image column: by data size, image size and the
+    pretrained weights at hand (`waypost.models.image_cnn.choose_image_architecture`)."""
+    from waypost.data.images import image_column_stats
+    from waypost.errors import ConfigError
+    from waypost.models.image_cnn import PRETRAINED_PREFERENCE, choose_image_architecture
+    from waypost.models.pretrained import weights_available
+    from waypost.models.registry import get
+
+    if task == "regression":
+        raise ConfigError("image columns train classifiers in this version; regression on images is not supported yet")
+    if requested != "auto":
+        arch = get(requested)
+        if "image" not in arch.data_types:
+            raise ConfigError(f"model.architecture {requested!r} does not take image columns")
+        return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
+    stats = image_column_stats(column)
+    name, source, reason = choose_image_architecture(
+        int(column.notna().sum()), (stats.height[1], stats.width[1]), stats.channels,
+        weights_available(list(PRETRAINED_PREFERENCE)))
+    return Decision("architecture", "architecture", name, reason)

@@ -102,3 +102,25 @@ class ImagePreprocessor:
         obj.channels_ = int(state["channels"])
         obj.mean_, obj.std_ = list(state["mean"]), list(state["std"])
         return obj
+
+
+class ImageFramePreprocessor:
+    """A table's single image column, behind the interface `Predictor` uses for preprocessors:
+    `transform(df)` returns the uint8 batch (bad images are errors naming row and path)."""
+
+    kind = "image_frame"
+
+    def __init__(self, column: str, image: ImagePreprocessor) -> None:
+        self.column, self.image = column, image
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        if self.column not in df.columns:
+            raise DataError(f"missing columns at predict time: [{self.column!r}]")
+        return self.image.transform(df[self.column])[0]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "column": self.column, "image": self.image.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ImageFramePreprocessor:
+        return cls(state["column"], ImagePreprocessor.from_state(state["image"]))

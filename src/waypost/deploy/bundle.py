@@ -108,6 +108,9 @@ def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
 
     if optimize not in ("none", "int8", "fp16"):
         raise ConfigError(f"optimize: expected none, int8 or fp16, got {optimize!r}")
+    if predictor.preprocessor_.kind != "tabular":
+        raise ConfigError("bundles for image models are the next step of issue #4 (the runtime's image "
+                          "decoder exists; the CNN graph and static int8 are to come): save() the model instead")
     sample = synthetic_rows(predictor)
     if data is not None:
         missing = [c for c in predictor.features_ if c not in data.columns]

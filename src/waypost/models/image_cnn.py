@@ -249,6 +249,10 @@ def choose_image_architecture(n_images: int, median_hw: tuple[int, int], channel
     The source is that value as a string ("packaged", "hub", "pretrained") or "none".
     """
     side = min(median_hw)
+    if side <= SMALL_IMAGE_SIDE:
+        return "small_cnn", "none", (
+            f"{median_hw[0]}x{median_hw[1]} px images: a 3-block CNN from scratch; ImageNet backbones would "
+            "need upscaling to ~96 px (about 10x the compute) for features learned on 224 px photos")
     gray = " (1-channel: the pretrained RGB stem is summed to one channel)" if channels == 1 else ""
     at_hand = [a for a in PRETRAINED_PREFERENCE if weights_available.get(a)]
 

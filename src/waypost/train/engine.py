@@ -33,10 +33,12 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 class SupervisedModule(L.LightningModule):
     def __init__(
-        self, net: nn.Module, loss_fn: nn.Module, task: str, cfg: TrainingConfig, total_steps: int
+        self, net: nn.Module, loss_fn: nn.Module, task: str, cfg: TrainingConfig, total_steps: int,
+        param_groups: list[dict] | None = None,
     ) -> None:
         super().__init__()
         self.net, self.loss_fn, self.task, self.cfg = net, loss_fn, task, cfg
+        self.param_groups = param_groups  # e.g. discriminative learning rates for transfer learning
         self.total_steps = total_steps
         self.automatic_optimization = False
         self.epoch_metrics: dict[str, float] = {}
@@ -54,7 +56,10 @@ class SupervisedModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         fp16 = str(self.trainer.precision).startswith("16")
-        opt = make_optimizer(self.net, self.cfg.learning_rate, self.cfg.weight_decay, fused=not fp16)
+        if self.param_groups is not None:
+            opt = torch.optim.AdamW(self.param_groups, lr=self.cfg.learning_rate, fused=not fp16 or None)
+        else:
+            opt = make_optimizer(self.net, self.cfg.learning_rate, self.cfg.weight_decay, fused=not fp16)
         sched = make_scheduler(opt, self.cfg.schedule, self.total_steps, self.cfg.warmup_fraction)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
@@ -149,13 +154,17 @@ def fit_network(
     verbose: bool = False,
     time_limit: float | None = None,
     description: str = "training",
+    callbacks: list[L.Callback] | None = None,
+    param_groups: list[dict] | None = None,
 ) -> FitResult:
     """Train `net` in place with every default trick; the best validation weights are restored."""
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     net.train()  # Lightning keeps the mode it finds; a fitted (eval-mode) net would train without dropout
     accelerator, precision = resolve_device(cfg)
-    module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train))
+    module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train),
+                              param_groups=param_groups)
     best, history = BestWeights(), History(tracker)
+    extra_callbacks = callbacks
     callbacks: list[L.Callback] = [
         best,
         history,
@@ -166,6 +175,7 @@ def fit_network(
         callbacks.append(weights)
     if verbose:
         callbacks.append(RichProgress(description))
+    callbacks += list(extra_callbacks or [])
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
