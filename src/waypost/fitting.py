@@ -28,6 +28,17 @@ def _console(predictor: Any, message: str) -> None:
         Console(stderr=True, highlight=False).print(message)
 
 
+def run_tracker(cfg: WaypostConfig) -> Any:
+    """The MLflow run of one fit (or a no-op tracker with tracking off), named and tagged."""
+    from waypost.track.tracker import make_tracker
+
+    return make_tracker(
+        cfg.tracking.enabled, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
+        run_name=f"{cfg.registered_model_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={"waypost.version": __version__, "waypost.task": cfg.task, "waypost.target": cfg.target},
+    )
+
+
 def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> None:
     from waypost.data.io import read_table
     from waypost.data.preprocess import TabularPreprocessor
@@ -76,13 +87,7 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
     a_train, a_valid = preprocessor.transform(train_df), preprocessor.transform(valid_df)
     n_classes = 0 if task == "regression" else len(target_encoder.classes_)
 
-    from waypost.track.tracker import make_tracker
-
-    tracker = make_tracker(
-        cfg.tracking.enabled, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
-        run_name=f"{cfg.registered_model_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"waypost.version": __version__, "waypost.task": task, "waypost.target": cfg.target},
-    )
+    tracker = run_tracker(cfg)
     with tracker:
         tracker.log_params({"config": cfg.to_dict()})
         tracker.log_params({"data": {"train_rows": len(train_df), "valid_rows": len(valid_df),

@@ -12,7 +12,6 @@ from typing import Any
 
 import pandas as pd
 
-from waypost import __version__
 from waypost.plan import Decision
 
 
@@ -21,10 +20,9 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
     from waypost.data.image_preprocess import ImageFramePreprocessor, ImagePreprocessor
     from waypost.data.target import TargetEncoder
     from waypost.ensemble.blend import BlendModel, validation_loss
-    from waypost.fitting import _console, _log_run
+    from waypost.fitting import _console, _log_run, run_tracker
     from waypost.models.image_model import ImageModel
     from waypost.track.lineage import collect_lineage
-    from waypost.track.tracker import make_tracker
 
     column = next(iter(cfg.features))
     task = cfg.task
@@ -41,11 +39,7 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
     y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
     image_pre.on_bad_image = "error"  # at predict time a bad image is always an error, never a silent gap
 
-    tracker = make_tracker(
-        cfg.tracking.enabled, experiment=cfg.tracking.experiment, tracking_uri=cfg.tracking.uri,
-        run_name=f"{cfg.registered_model_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={"waypost.version": __version__, "waypost.task": task, "waypost.target": cfg.target},
-    )
+    tracker = run_tracker(cfg)
     with tracker:
         tracker.log_params({"config": cfg.to_dict()})
         limit = cfg.training.time_limit
