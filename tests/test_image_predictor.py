@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from waypost import Predictor
 from waypost.cli import app
-from waypost.errors import ConfigError, DataError
+from waypost.errors import DataError
 from waypost.scenarios.image_data import mnist_frame, write_image_folder
 
 
@@ -35,8 +35,51 @@ def test_mnist_100_per_class_reaches_090_on_1000_held_out(fitted, digits, tmp_pa
     loaded = Predictor.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.predict_proba(test.head(64)).to_numpy(),
                                fitted.predict_proba(test.head(64)).to_numpy(), atol=1e-6)
-    with pytest.raises(ConfigError, match="next step of issue #4"):
-        fitted.export(tmp_path / "bundle")
+
+
+
+def test_image_bundle_matches_the_model_without_torch(fitted, digits, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import waypost.runtime as rt
+    from waypost.deploy.bundle import records_from_frame
+
+    _, test = digits
+    rows = test.head(100)
+    report = fitted.export(tmp_path / "b", data=rows)
+    assert report["max_abs_diff_vs_model"] <= 1e-4
+    bundle = rt.load(tmp_path / "b")
+    got = bundle.predict_proba(records_from_frame(rows, ["image"]))
+    np.testing.assert_allclose(got, fitted.predict_proba(rows).to_numpy(), atol=1e-4)
+    # the torch-free runtime decodes PNG bytes itself (what a server receives)
+    from waypost.data.images import load_image
+
+    pngs = []
+    for i, arr in enumerate(rows["image"].head(20)):
+        path = tmp_path / f"{i}.png"
+        load_image(arr).save(path)
+        pngs.append(str(path))
+    (tmp_path / "paths.json").write_text(json.dumps(pngs))
+    script = (
+        "import importlib.abc, json, sys\n"
+        "class B(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, n, p=None, t=None):\n"
+        "        if n.split('.')[0] in {'torch', 'pandas', 'sklearn', 'timm', 'torchvision'}: raise ImportError(n)\n"
+        "sys.meta_path.insert(0, B())\n"
+        "import waypost.runtime as rt\n"
+        f"b = rt.load({str(tmp_path / 'b')!r})\n"
+        f"paths = json.load(open({str(tmp_path / 'paths.json')!r}))\n"
+        "rows = [{'image': open(p, 'rb').read()} for p in paths]\n"
+        "print(json.dumps(b.predict_proba(rows).tolist()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_allclose(np.array(json.loads(out.stdout)), got[:20], atol=1e-4)
+    q = fitted.export(tmp_path / "q", optimize="int8", data=rows.assign(label=rows["label"]))
+    assert q["metrics"]["primary"] == "accuracy" and q["metrics"]["drop"] <= 0.01, q["metrics"]
+    assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(tmp_path / "q" / "model.onnx")).graph.node)
 
 
 def test_class_folder_round_trip_through_the_cli(digits, tmp_path, monkeypatch):

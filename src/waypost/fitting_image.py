@@ -50,6 +50,9 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
         model.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=predictor.verbose,
                   time_limit=remaining)
         fr = model.fit_
+        # the saved preprocessing must normalise as the network was trained (pretrained weights bring
+        # their own mean/std, e.g. 0.5/0.5 for the TF-ported EfficientNet-Lite0)
+        image_pre.mean_, image_pre.std_ = list(model.mean_), list(model.std_)
         plan += model.decisions_
         plan.append(Decision("training", "cnn", f"{fr.epochs_run} epochs",
                              f"best epoch {fr.best_epoch} restored; batch {model.batch_size_}, {fr.precision} on "

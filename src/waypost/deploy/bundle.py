@@ -43,6 +43,35 @@ def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def synthetic_images(predictor: Any, n: int = 8) -> pd.DataFrame:
+    """Random pixel arrays of the trained size: enough to trace the CNN and time it without data."""
+    pre = predictor.preprocessor_.image
+    h, w = pre.size_
+    shape = (h, w) if pre.channels_ == 1 else (h, w, 3)
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({predictor.preprocessor_.column: [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]})
+
+
+def _image_graphs(predictor: Any, sample: pd.DataFrame, optimize: str) -> tuple[Any, Any]:
+    """(fp32 graph, optimised graph) of an image model. int8 is static QDQ calibrated on the sample
+    images: a CNN's cost is in activations, which dynamic quantisation leaves in float."""
+    from waypost.deploy.onnx_graph import export_image_net
+    from waypost.deploy.quantize import optimize_model, quantize_static_qdq
+
+    pre = predictor.preprocessor_
+    part = predictor.parts_["image"]
+    fp32 = export_image_net(part.net_, pre.image.channels_, pre.image.size_)
+    if optimize != "int8":
+        return fp32, optimize_model(fp32, optimize)
+    from waypost.train.augment import normalize
+
+    import torch
+
+    images = torch.from_numpy(pre.transform(sample))
+    feeds = [{"image": normalize(images[i:i + 16], part.mean_, part.std_).numpy()} for i in range(0, len(images), 16)]
+    return fp32, quantize_static_qdq(fp32, feeds)
+
+
 def _primary(task: str) -> str:
     return "r2" if task == "regression" else "accuracy"
 
@@ -108,18 +137,18 @@ def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
 
     if optimize not in ("none", "int8", "fp16"):
         raise ConfigError(f"optimize: expected none, int8 or fp16, got {optimize!r}")
-    if predictor.preprocessor_.kind != "tabular":
-        raise ConfigError("bundles for image models are the next step of issue #4 (the runtime's image "
-                          "decoder exists; the CNN graph and static int8 are to come): save() the model instead")
-    sample = synthetic_rows(predictor)
+    image = predictor.preprocessor_.kind == "image_frame"
+    sample = synthetic_images(predictor) if image else synthetic_rows(predictor)
     if data is not None:
         missing = [c for c in predictor.features_ if c not in data.columns]
         if missing:
             raise DataError(f"export data is missing columns: {missing}")
         sample = pd.concat([data[list(predictor.features_)].head(256), sample], ignore_index=True)
-    arrays = predictor.preprocessor_.transform(sample)
-    fp32 = build_model_graph(predictor, arrays)
-    model = optimize_model(fp32, optimize)
+    if image:
+        fp32, model = _image_graphs(predictor, sample, optimize)
+    else:
+        fp32 = build_model_graph(predictor, predictor.preprocessor_.transform(sample))
+        model = optimize_model(fp32, optimize)
     blob = model.SerializeToString()
     reg = predictor.registered_model_ or {}
     manifest = {

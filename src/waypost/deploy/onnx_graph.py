@@ -155,3 +155,29 @@ def build_model_graph(predictor: Any, sample: Any) -> Any:
         else:
             parts[name] = gbm_model(part, sample.gbm.shape[1], predictor.task_, OPSET)
     return merge_parts(parts, predictor.blend_weights_)
+
+
+def export_image_net(net: Any, channels: int, size: tuple[int, int]) -> Any:
+    """The CNN with a softmax, input `image` float32 (N, C, H, W) already normalised, output `output`."""
+    import onnx
+    import torch
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.net(image), dim=-1)
+
+    wrapped = WithSoftmax().eval()
+    example = (torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32),)
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapped, example, dynamo=True, input_names=["image"], output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=OPSET, optimize=True,
+        )
+    buf = io.BytesIO()
+    onnx.save_model(program.model_proto, buf)
+    return onnx.load_model_from_string(buf.getvalue())

@@ -51,7 +51,12 @@ class Bundle:
         self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
         self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
         self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
-        self._transform = TabularTransform(manifest["preprocessor"])
+        if manifest["preprocessor"].get("kind") == "image_frame":
+            from waypost.runtime.images import ImageTransform
+
+            self._transform: Any = ImageTransform(manifest["preprocessor"])
+        else:
+            self._transform = TabularTransform(manifest["preprocessor"])
         if self.classes is not None:
             kinds = {type(c) for c in self.classes}
             dtype: Any = np.int64 if kinds == {int} else bool if kinds == {bool} else object

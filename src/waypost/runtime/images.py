@@ -61,7 +61,7 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 
-__all__ = ["RESIZE_MODES", "load_image", "resize_box", "sniff_image_bytes", "to_array"]
+__all__ = ["RESIZE_MODES", "ImageTransform", "load_image", "resize_box", "sniff_image_bytes", "to_array"]
 
 
 def sniff_image_bytes(blob: bytes | bytearray | memoryview) -> str | None:
@@ -261,3 +261,23 @@ def to_array(
     return np.ascontiguousarray(arr)
 
 
+
+
+class ImageTransform:
+    """A bundle's image column -> the graph's `image` input: decode, resize/crop (the recipe above),
+    scale to [0, 1] and standardise with the training mean/std. Errors name the row."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        image = state["image"]
+        self.column = state["column"]
+        self.size = (int(image["size"][0]), int(image["size"][1]))
+        self.channels = int(image["channels"])
+        self.resize = image["resize"]
+        self.mean = np.asarray(image["mean"], np.float32)[:, None, None]
+        self.std = np.asarray(image["std"], np.float32)[:, None, None]
+
+    def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+        cells = columns[self.column]
+        batch = np.stack([to_array(load_image(v, row=i, column=self.column), self.size, self.channels, self.resize)
+                          for i, v in enumerate(cells)])
+        return {"image": ((batch.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)}
