@@ -166,7 +166,9 @@ def evaluate(
     def go() -> None:
         from waypost.data.io import read_table
 
-        if (model / "waypost.json").is_file():
+        from waypost.runtime.bundle import is_bundle
+
+        if is_bundle(model):
             import waypost.runtime as rt
             from waypost.deploy.bundle import bundle_metrics
 
@@ -357,7 +359,9 @@ def info(
     """The plan (every decision with its reason), validation metrics and lineage of a model or bundle."""
 
     def go() -> None:
-        if (model / "waypost.json").is_file():
+        from waypost.runtime.bundle import is_bundle
+
+        if is_bundle(model):
             _bundle_info(model, as_json)
             return
         from waypost.predictor import Predictor

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,19 +76,13 @@ def _primary(task: str) -> str:
 
 
 def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dict[str, float]:
-    one = records[:1]
-    bundle.predict(one)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        bundle.predict(one)
-        times.append(time.perf_counter() - t)
+    from waypost.deploy.report import measure_latency
+
+    one = measure_latency(lambda: bundle.predict(records[:1]), runs)
     big = (records * (1024 // max(len(records), 1) + 1))[:1024]
-    t = time.perf_counter()
-    bundle.predict(big)
-    batch_s = time.perf_counter() - t
-    return {"p50_ms_1row": float(np.median(times) * 1e3), "p99_ms_1row": float(np.quantile(times, 0.99) * 1e3),
-            "rows_per_s_batch1024": len(big) / batch_s}
+    batch = measure_latency(lambda: bundle.predict(big), 3, warmup=1)
+    return {"p50_ms_1row": one["p50_ms"], "p99_ms_1row": one["p99_ms"],
+            "rows_per_s_batch1024": len(big) / (batch["p50_ms"] / 1e3)}
 
 
 def bundle_metrics(bundle: Any, df: pd.DataFrame) -> dict[str, float]:

@@ -22,7 +22,7 @@ def measure_latency(fn: Callable[[], Any], n_runs: int = 100, *, warmup: int = 3
                     max_seconds: float | None = None) -> dict[str, float]:
     """Call `fn()` `n_runs` times (after `warmup` untimed calls) and return percentiles in ms.
 
-    Returns {"p50_ms", "p90_ms", "n_runs"}. `max_seconds` stops early (after at least 5 timed runs)
+    Returns {"p50_ms", "p90_ms", "p99_ms", "n_runs"}. `max_seconds` stops early (after at least 5 timed runs)
     so a slow model cannot stall a benchmark; `n_runs` then says how many were really taken.
     """
     if n_runs < 1:
@@ -39,7 +39,7 @@ def measure_latency(fn: Callable[[], Any], n_runs: int = 100, *, warmup: int = 3
             break
     ms = np.asarray(times) * 1000.0
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "n_runs": len(times)}
+            "p99_ms": float(np.percentile(ms, 99)), "n_runs": len(times)}
 
 
 # ---- size -----------------------------------------------------------------------------------------

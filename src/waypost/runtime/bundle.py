@@ -15,6 +15,11 @@ FORMAT = "waypost.bundle"
 FORMAT_VERSION = 1
 
 
+def is_bundle(path: str | os.PathLike) -> bool:
+    """A bundle directory (from `waypost export`), as opposed to a model directory (`Predictor.save`)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
 def read_bundle_manifest(path: Path) -> dict[str, Any]:
     from waypost.manifest import read_versioned_json
 

@@ -67,8 +67,11 @@ def _frame(chunk: pd.DataFrame, keep: list[str], prediction: np.ndarray, probs: 
 
 def load_scorer(path: str | Path) -> BundleScorer:
     path = Path(path)
-    if (path / "waypost.json").is_file():
+    from waypost.persistence import MANIFEST
+    from waypost.runtime.bundle import is_bundle
+
+    if is_bundle(path):
         return BundleScorer(path)
-    if (path / "waypost_model.json").is_file():
+    if (path / MANIFEST).is_file():
         return PredictorScorer(path)
     raise ModelFileError(f"{path} is neither a bundle (waypost.json) nor a model directory (waypost_model.json)")

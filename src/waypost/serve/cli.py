@@ -58,7 +58,9 @@ def serve(
     bundle_dir = Path(bundle).expanduser().resolve()
     if not bundle_dir.is_dir():
         raise ModelFileError(f"bundle directory {bundle_dir} does not exist")
-    if not (bundle_dir / "waypost.json").is_file():
+    from waypost.runtime.bundle import is_bundle
+
+    if not is_bundle(bundle_dir):
         raise ModelFileError(
             f"{bundle_dir} is not a waypost bundle (no waypost.json); export one with `waypost export MODEL -o DIR`"
         )

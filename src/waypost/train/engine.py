@@ -56,10 +56,8 @@ class SupervisedModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         fp16 = str(self.trainer.precision).startswith("16")
-        if self.param_groups is not None:
-            opt = torch.optim.AdamW(self.param_groups, lr=self.cfg.learning_rate, fused=not fp16 or None)
-        else:
-            opt = make_optimizer(self.net, self.cfg.learning_rate, self.cfg.weight_decay, fused=not fp16)
+        opt = make_optimizer(self.net, self.cfg.learning_rate, self.cfg.weight_decay, fused=not fp16,
+                             groups=self.param_groups)
         sched = make_scheduler(opt, self.cfg.schedule, self.total_steps, self.cfg.warmup_fraction)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
@@ -164,25 +162,24 @@ def fit_network(
     module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train),
                               param_groups=param_groups)
     best, history = BestWeights(), History(tracker)
-    extra_callbacks = callbacks
-    callbacks: list[L.Callback] = [
+    hooks: list[L.Callback] = [
         best,
         history,
         L.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, mode="min"),
     ]
     weights = WeightMonitor(tracker) if cfg.weight_histograms else None
     if weights is not None:
-        callbacks.append(weights)
+        hooks.append(weights)
     if verbose:
-        callbacks.append(RichProgress(description))
-    callbacks += list(extra_callbacks or [])
+        hooks.append(RichProgress(description))
+    hooks += list(callbacks or [])
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=1,
         precision=precision,
         max_epochs=cfg.max_epochs,
         max_time=timedelta(seconds=time_limit) if time_limit else None,
-        callbacks=callbacks,
+        callbacks=hooks,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
