@@ -145,11 +145,17 @@ def test_freeze_and_unfreeze_top_stages() -> None:
     assert all(p.requires_grad for p in stages[-1])
     assert not any(p.requires_grad for s in stages[:-1] for p in s)
     assert enc.model.layer4[0].bn1.training and not enc.model.layer3[0].bn1.training
-    groups = enc.param_groups(1e-3, decay=0.1)
-    assert [g["stage"] for g in groups] == [4] and groups[0]["lr"] == pytest.approx(1e-3)
+    # the optimizer groups training uses (train.transfer) over this encoder's stages
+    from waypost.train.transfer import TransferPlan, param_groups, stage_lrs
+
+    head = torch.nn.Linear(enc.out_dim, 3)
+    groups = param_groups(enc, head, 1e-3, 0.0, TransferPlan(layer_decay=0.1))
+    trainable = {round(g["lr"], 12) for g in groups if any(p.requires_grad for p in g["params"])}
+    assert trainable == {1e-3}  # only the head and the unfrozen top stage, both at the top rate
+    assert sum(len(g["params"]) for g in groups) == len(list(enc.parameters())) + 2
     enc.unfreeze_top(10)
     assert all(p.requires_grad for p in enc.parameters())
-    assert [g["lr"] for g in enc.param_groups(1.0, decay=0.5)] == pytest.approx([1, 0.5, 0.25, 0.125, 0.0625])
+    assert stage_lrs(len(stages), 1.0, TransferPlan(layer_decay=0.5)) == pytest.approx([0.0625, 0.125, 0.25, 0.5, 1])
 
 
 def test_28px_inputs() -> None:

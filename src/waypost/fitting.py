@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from waypost import __version__
 from waypost.config import WaypostConfig
@@ -150,7 +149,9 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         predictor.validation_scores_ = scores
         mlp_part = parts.get("mlp")
         predictor.history_ = mlp_part.fit_.history if mlp_part is not None else {}
-        predictor.validation_metrics_ = predictor.evaluate(valid_df)
+        # the selected model's validation output, from the part predictions already in hand
+        valid_raw = sum(w * val_raw[name] for name, w in model.weights.items() if w > 0)
+        predictor.validation_metrics_ = validation_metrics(predictor, valid_raw, y_valid)
 
         from waypost.track.lineage import collect_lineage
 
@@ -158,12 +159,23 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         predictor.lineage_ = {**collect_lineage(full_train, source), "mlflow_run_id": tracker.run_id,
                               "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
         predictor.registered_model_ = None
-        _log_run(predictor, tracker, valid_df, val_raw, y_valid, mlp_part)
+        _log_run(predictor, tracker, valid_raw, y_valid, mlp_part)
         _console(predictor, f"[bold green]selected[/] {selected}: {selection.reason}")
 
 
-def _log_run(predictor: Any, tracker: Any, valid_df: pd.DataFrame, val_raw: dict[str, np.ndarray],
-             y_valid: np.ndarray, mlp_part: Any) -> None:
+def validation_metrics(predictor: Any, raw: np.ndarray, y_valid: np.ndarray) -> dict[str, float]:
+    """`evaluate`'s metrics from outputs already computed on the encoded validation targets."""
+    from waypost.metrics import classification_metrics, regression_metrics
+
+    if predictor.task_ == "regression":
+        decode = predictor.target_encoder_.inverse_transform
+        return regression_metrics(decode(y_valid), decode(raw))
+    return classification_metrics(y_valid, raw)
+
+
+def _log_run(predictor: Any, tracker: Any, raw: np.ndarray, y_valid: np.ndarray, part: Any) -> None:
+    """`raw`: the model's validation output (probabilities, or standardised values); `part`: the
+    network whose weight histograms to keep (None for a GBM)."""
     if tracker.run_id is None:
         return
     from waypost.track import plots
@@ -178,9 +190,8 @@ def _log_run(predictor: Any, tracker: Any, valid_df: pd.DataFrame, val_raw: dict
                       "waypost.data_digest": predictor.lineage_.get("data_digest", "")})
     if predictor.history_:
         tracker.log_figure(plots.learning_curves(predictor.history_), "plots/learning_curves.png")
-    if mlp_part is not None and mlp_part.fit_.weight_histograms:
-        tracker.log_dict(mlp_part.fit_.weight_histograms, "weight_histograms.json")
-    raw = predictor.model_.predict_raw(predictor.preprocessor_.transform(valid_df))
+    if part is not None and part.fit_.weight_histograms:
+        tracker.log_dict(part.fit_.weight_histograms, "weight_histograms.json")
     if predictor.task_ == "regression":
         y_true = predictor.target_encoder_.inverse_transform(y_valid)
         tracker.log_figure(plots.residuals_figure(y_true, predictor._decode(raw)), "plots/residuals.png")

@@ -20,7 +20,7 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
     from waypost.data.image_preprocess import ImageFramePreprocessor, ImagePreprocessor
     from waypost.data.target import TargetEncoder
     from waypost.ensemble.blend import BlendModel, validation_loss
-    from waypost.fitting import _console, _log_run, run_tracker
+    from waypost.fitting import _console, _log_run, run_tracker, validation_metrics
     from waypost.models.image_model import ImageModel
     from waypost.track.lineage import collect_lineage
 
@@ -57,7 +57,8 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
         plan.append(Decision("training", "cnn", f"{fr.epochs_run} epochs",
                              f"best epoch {fr.best_epoch} restored; batch {model.batch_size_}, {fr.precision} on "
                              f"{fr.accelerator}, {fr.seconds:.1f}s"))
-        score = validation_loss(task, model.predict_raw(x_valid), y_valid)
+        valid_proba = model.predict_raw(x_valid)
+        score = validation_loss(task, valid_proba, y_valid)
         predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
         predictor.features_ = {column: "image"}
         predictor.preprocessor_ = ImageFramePreprocessor(column, image_pre)
@@ -67,13 +68,13 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
         predictor.model_ = BlendModel(predictor.parts_, predictor.blend_weights_)
         predictor.validation_scores_ = {"image": score}
         predictor.history_ = fr.history
-        predictor.validation_metrics_ = predictor.evaluate(valid_df)
+        predictor.validation_metrics_ = validation_metrics(predictor, valid_proba, y_valid)  # images decoded once
         source = train_data if isinstance(train_data, (str, Path)) else None
         lineage_frame = full_train.assign(**{column: full_train[column].map(_cell_key)})
         predictor.lineage_ = {**collect_lineage(lineage_frame, source), "mlflow_run_id": tracker.run_id,
                               "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
         predictor.registered_model_ = None
-        _log_run(predictor, tracker, valid_df, {"image": None}, y_valid, model)  # model: weight histograms too
+        _log_run(predictor, tracker, valid_proba, y_valid, model)
         _console(predictor, f"[bold green]trained[/] {cfg.model.architecture}: validation "
                  f"accuracy {predictor.validation_metrics_.get('accuracy', float('nan')):.4f}")
 

