@@ -380,12 +380,14 @@ def test_health_ready_info_and_openapi(penguins, serve):
     assert body_schema["anyOf"][1]["type"] == "array"
     assert m[("waypost_requests_total", (("endpoint", "/health"), ("status", "200")))] == 1
     assert m[("waypost_model_info", (("model_version", server.state.version),))] == 1
-    assert ("waypost_request_latency_seconds_count", (("endpoint", "/ready"),)) in m
+    assert m[("waypost_request_latency_seconds_count", (("endpoint", "/ready"),))] == 1
 
 
 def test_two_apps_keep_separate_metrics(penguins):
     a, b = create_app(penguins[1]), create_app(penguins[1])
-    assert a.state.waypost.metrics.registry is not b.state.waypost.metrics.registry
+    a.state.waypost.metrics.rows.inc(5)
+    assert b"waypost_rows_predicted_total 5.0" in a.state.waypost.metrics.render()
+    assert b"waypost_rows_predicted_total 0.0" in b.state.waypost.metrics.render()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,7 +544,9 @@ def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
     """POST /predict is answered in the middleware; the FastAPI route (kept for the OpenAPI schema)
     runs the same code."""
     _, bundle_dir, test = penguins
-    app = create_app(bundle_dir)
+    # a lone request must not wait for the batch to fill: with 2 s of max latency, a path that left
+    # its arrival open would take 2 s
+    app = create_app(bundle_dir, max_latency_ms=2000.0)
     st = app.state.waypost
     record = _records(test)[0]
 
@@ -554,7 +558,9 @@ def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
                 st.fast_path = fast
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                    t0 = time.perf_counter()
                     ok = await client.post("/predict", json=[record, record])
+                    assert time.perf_counter() - t0 < 1.0, f"fast_path={fast} waited for the batch window"
                     bad = await client.post("/predict", json={**record, "bill_length_mm": "x"})
                 results.append((ok.status_code, ok.json(), bad.status_code, bad.json()["message"]))
             return results

@@ -124,8 +124,9 @@ class _Guard:
                 body = await self._read_body(scope, receive, send_status)
                 if body is None:
                     return
-                scope["waypost.body"] = body
                 receive = _replay(body, receive)
+            # the routed /predict must close this request's arrival too, or the batcher waits for it
+            scope["waypost.arrival"] = arrival
             if path == "/predict/columns" and st.fast_path and scope["method"] == "POST":
                 from waypost.serve.columnar import predict_columns_body
 
@@ -339,7 +340,7 @@ def create_app(
         summary="Predict one record or a list of records",
     )
     async def predict(request: Request) -> Response:
-        code, payload, headers = await predict_body(st, await request.body(), None)
+        code, payload, headers = await predict_body(st, await request.body(), request.scope.get("waypost.arrival"))
         return Response(payload, status_code=code, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.post(

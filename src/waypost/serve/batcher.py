@@ -84,7 +84,6 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: set[asyncio.Task] = set()
-        self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -228,7 +227,6 @@ class Batcher:
         batch = [i for i in batch if not i.future.done()]
         if not batch:
             return
-        self.batches += 1
         n = sum(i.n for i in batch)
         if self.metrics is not None:
             self.metrics.batch_size.observe(n)

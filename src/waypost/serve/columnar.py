@@ -10,11 +10,12 @@ column and the row, like `/predict`'s.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import numpy as np
 
+from waypost.errors import DataError
+from waypost.serve.batcher import Overloaded
 from waypost.serve.schema import RequestError
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -76,15 +77,12 @@ def _is_number(v: Any) -> bool:
 
 async def predict_columns_body(st: Any, body: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """Status, JSON bytes and headers for one columnar request. Never raises."""
-    from waypost.errors import DataError
-    from waypost.serve.app import _error_payload, _payload, log
-    from waypost.serve.batcher import Overloaded
+    from waypost.serve.app import _error_payload, _finite, _payload, log
 
     try:
         columns, n = parse_columns(body, st.schema.features)
     except RequestError as exc:
         return _error_payload(422, str(exc), exc.errors)
-    t0 = time.perf_counter()
     try:
         result = await st.batcher.submit(columns, n)
     except Overloaded as exc:
@@ -94,20 +92,19 @@ async def predict_columns_body(st: Any, body: bytes) -> tuple[int, bytes, list[t
     except Exception as exc:  # noqa: BLE001 - details go to the server log, not to the client
         log.error("prediction failed: %r", exc, exc_info=exc)
         return _error_payload(500, f"internal error: {type(exc).__name__}")
-    predictions = [None if isinstance(p, float) and not np.isfinite(p) else p for p in result.prediction.tolist()]
+    predictions = _finite(result.prediction.tolist())
     content: dict[str, Any] = {"predictions": predictions}
     if result.proba is not None and st.class_keys is not None:
         content["probabilities"] = dict(zip(st.class_keys, result.proba.T.tolist()))
     content["model_version"] = st.version
     if st.predlog is not None:
-        _log(st, columns, content, n, getattr(result, "latency_ms", (time.perf_counter() - t0) * 1e3))
+        _log(st, columns, content, n, result.latency_ms)
     return _payload(200, content)
 
 
 def _log(st: Any, columns: dict[str, Any], content: dict[str, Any], n: int, latency_ms: float) -> None:
     names = list(columns)
-    values = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]
-    values = [[None if isinstance(v, float) and v != v else v for v in col] for col in values]
+    values = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]  # NaN -> null in the log writer
     records = [dict(zip(names, row)) for row in zip(*values)]
     probs = content.get("probabilities")
     if probs is not None:

@@ -12,7 +12,6 @@ location is ``body.<column>`` or ``body.<index>.<column>``.
 """
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
@@ -150,16 +149,3 @@ class PredictResponse(BaseModel):
 class ErrorResponse(BaseModel):
     detail: Any
     message: str
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON; NaN/inf become null (JSON has no NaN)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_default).encode()
-
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy scalar
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
