@@ -92,9 +92,8 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
     the student gets copies of its preprocessor and target encoder, so it takes the same tables.
     `max_epochs` caps the student's training (default: the teacher's config).
     """
-    from waypost.deploy.prune import label_tensor, prepare_data, train_network
-    from waypost.deploy.report import (comparison_row, headline_metric, measure_latency, parameter_count,
-                                       take_rows)
+    from waypost.deploy.prune import label_tensor, mlp_latency, part_metrics, prepare_data, train_network
+    from waypost.deploy.report import comparison_row, headline_metric, parameter_count
     from waypost.ensemble.blend import BlendModel, validation_loss
     from waypost.models.tabular_mlp import MLPModel, TabularMLP
     from waypost.train.batches import auto_batch_size
@@ -153,31 +152,26 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
     out.target_encoder_ = copy.deepcopy(teacher.target_encoder_)
     out.parts_, out.selected_, out.blend_weights_ = {"mlp": mlp}, "mlp", {"mlp": 1.0}
     out.model_ = BlendModel(out.parts_, out.blend_weights_)
-    out.validation_scores_ = {"mlp": validation_loss(task, mlp.predict_raw(data.valid), data.y_valid)}
+    # each model runs once on the validation rows; metrics, agreement and scores share the outputs
+    t_raw, s_raw = teacher.model_.predict_raw(data.valid), mlp.predict_raw(data.valid)
+    out.validation_scores_ = {"mlp": validation_loss(task, s_raw, data.y_valid)}
     out.history_ = mlp.fit_.history
     out.lineage_ = {**getattr(teacher, "lineage_", {}), "distilled_from": {
         "selected": teacher.selected_, "mlflow_run_id": getattr(teacher, "lineage_", {}).get("mlflow_run_id")}}
     out.registered_model_ = None
 
-    teacher_metrics = teacher.evaluate(data.valid_df)
-    student_metrics = out.evaluate(data.valid_df)
+    teacher_metrics = part_metrics(teacher, t_raw, data.y_valid)
+    student_metrics = part_metrics(out, s_raw, data.y_valid)
     out.validation_metrics_ = student_metrics
-    one, batch = take_rows(data.valid, 1), take_rows(data.valid, 1024)
-    lat = {
-        "teacher": {"batch_1": measure_latency(lambda: teacher.model_.predict_raw(one), latency_runs),
-                    "batch_1024": measure_latency(lambda: teacher.model_.predict_raw(batch),
-                                                  max(5, latency_runs // 5), max_seconds=10.0)},
-        "student": {"batch_1": measure_latency(lambda: mlp.predict_raw(one), latency_runs),
-                    "batch_1024": measure_latency(lambda: mlp.predict_raw(batch), max(5, latency_runs // 5),
-                                                  max_seconds=10.0)},
-    }
+    lat = {"teacher": mlp_latency(teacher.model_, data.valid, latency_runs),
+           "student": mlp_latency(mlp, data.valid, latency_runs)}
     t_mlp = teacher.parts_.get("mlp")
     params = {"teacher": parameter_count(t_mlp.net_) if t_mlp is not None else None,  # None: a GBM-only teacher
               "student": parameter_count(mlp.net_)}
     t_files, s_files = _files_bytes(teacher), _files_bytes(out)
     speedup_1 = lat["teacher"]["batch_1"]["p50_ms"] / max(lat["student"]["batch_1"]["p50_ms"], 1e-9)
     speedup_1024 = lat["teacher"]["batch_1024"]["p50_ms"] / max(lat["student"]["batch_1024"]["p50_ms"], 1e-9)
-    agreement = _agreement(task, teacher.model_.predict_raw(data.valid), mlp.predict_raw(data.valid))
+    agreement = _agreement(task, t_raw, s_raw)
 
     replaced = " + ".join(teacher.parts_) if teacher.selected_ == "blend" else teacher.selected_
     reason = (f"one {hidden} MLP ({params['student']:,} parameters) trained on the {teacher.selected_} "

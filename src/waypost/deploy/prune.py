@@ -88,12 +88,6 @@ def prepare_data(predictor: Any, train_data: Any, valid_data: Any | None = None)
                         pre.transform(valid_df), enc.transform(valid_df[target]))
 
 
-def tensors(arrays: TabularArrays) -> tuple[torch.Tensor, torch.Tensor]:
-    """The MLP's two inputs, as MLPModel builds them."""
-    return (torch.from_numpy(np.ascontiguousarray(arrays.numeric, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(arrays.categorical, dtype=np.int64)))
-
-
 def train_network(net: nn.Module, train: TabularArrays, y_train: torch.Tensor, valid: TabularArrays,
                   y_valid: torch.Tensor, *, task: str, loss_fn: nn.Module, cfg: TrainingConfig,
                   batch_size: int, sample_weights: np.ndarray | None = None,
@@ -268,9 +262,11 @@ def _measure(predictor: Any, data: PreparedData, latency_runs: int) -> dict[str,
     from waypost.deploy.report import parameter_count
 
     mlp = predictor.parts_["mlp"]
+    raws = {name: part.predict_raw(data.valid) for name, part in predictor.parts_.items()}  # each part once
+    model_raw = sum(w * raws[name] for name, w in predictor.blend_weights_.items() if w > 0)
     return {
-        "metrics": predictor.evaluate(data.valid_df),
-        "mlp_metrics": part_metrics(predictor, mlp.predict_raw(data.valid), data.y_valid),
+        "metrics": part_metrics(predictor, model_raw, data.y_valid),
+        "mlp_metrics": part_metrics(predictor, raws["mlp"], data.y_valid),
         "size": weight_sizes(mlp.net_),
         "parameters": parameter_count(mlp.net_),
         "nonzero": nonzero_parameters(mlp.net_),

@@ -75,12 +75,6 @@ def csr_bytes(weight: torch.Tensor, index_bytes: int = 4) -> int:
     return nnz * (w.element_size() + index_bytes) + (w.shape[0] + 1) * index_bytes
 
 
-def state_size(net: nn.Module) -> dict[str, int]:
-    """Dense and zlib-compressed bytes of the whole state dict (weights, biases, batchnorm stats)."""
-    tensors = [t for t in net.state_dict().values() if t.is_floating_point()]
-    return {"dense_bytes": dense_bytes(tensors), "compressed_bytes": compressed_bytes(tensors)}
-
-
 # ---- formatting --------------------------------------------------------------------------------
 def comparison_row(name: str, left: float | int | None, right: float | int | None, *,
                    ratio: bool = False, unit: str = "") -> dict[str, Any]:
