@@ -18,13 +18,13 @@ import warnings
 os.environ.setdefault("DO_NOT_TRACK", "true")
 warnings.filterwarnings("ignore")
 
-TARGETS = {"islr_default": "default", "breast_cancer": "target", "penguins": "species", "wine": "target",
-           "diabetes": "target"}
+#: tabular data sets of waypost.scenarios.datasets (their targets come from DATASETS)
+CHOICES = ["islr_default", "breast_cancer", "penguins", "wine", "diabetes"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="islr_default", choices=sorted(TARGETS))
+    ap.add_argument("--dataset", default="islr_default", choices=CHOICES)
     ap.add_argument("--preset", default="medium", choices=["fast", "medium", "best"])
     ap.add_argument("--student", default="small")
     ap.add_argument("--amount", type=float, default=0.7)
@@ -38,9 +38,9 @@ def main() -> None:
     from waypost.deploy.distill import distill_predictor
     from waypost.deploy.prune import prune_predictor
     from waypost.deploy.report import format_report, headline_metric
-    from waypost.scenarios.datasets import load_dataset, split
+    from waypost.scenarios.datasets import DATASETS, load_dataset, split
 
-    target = TARGETS[args.dataset]
+    target = DATASETS[args.dataset].target
     train, test = split(load_dataset(args.dataset), target, test_size=0.3, seed=0)
     print(f"{args.dataset}: {len(train)} training rows, {len(test)} test rows; torch threads "
           f"{torch.get_num_threads()}, cpu count {os.cpu_count()}")

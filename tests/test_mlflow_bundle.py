@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +12,7 @@ import pytest
 
 from waypost import Predictor
 from waypost.scenarios.datasets import load_dataset, split
+from servers import free_port, running
 
 
 @pytest.fixture(scope="module")
@@ -51,35 +48,16 @@ def test_export_registers_the_bundle_as_champion(exported, tracking_uri):
     assert (frame["prediction"].to_numpy() == p.predict(test)).all()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_invocations(exported, tracking_uri, tmp_path):
     p, test, _, _ = exported
-    port = _free_port()
+    port = free_port()
     # mlflow execs `uvicorn` from PATH, as in an activated virtualenv
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen(
-        [mlflow_bin, "models", "serve", "-m", "models:/bc-bundle@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"mlflow models serve did not start: {proc.stderr.read().decode()[-3000:]}") from None
-                time.sleep(0.5)
+    argv = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", "models:/bc-bundle@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with running(argv, ready_url=f"http://127.0.0.1:{port}/ping", cwd=tmp_path, env=env):
         rows = test.drop(columns=["target"]).head(20)
         body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -89,6 +67,3 @@ def test_mlflow_models_serve_answers_invocations(exported, tracking_uri, tmp_pat
         got = np.array([r["proba_malignant"] for r in predictions])
         np.testing.assert_allclose(got, p.predict_proba(rows)["malignant"].to_numpy(), atol=1e-4)
         assert [r["prediction"] for r in predictions] == list(p.predict(rows))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

@@ -5,12 +5,7 @@ Starts the real MLflow UI server on 127.0.0.1 and reads it over its REST API (wh
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,12 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from waypost.cli import app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import free_port, running
 
 
 def _get(url: str, body: dict | None = None) -> dict:
@@ -43,24 +33,11 @@ def test_mlflow_ui_shows_the_tracked_run(tmp_path, monkeypatch):
         res = runner.invoke(app, args)
         assert res.exit_code == 0, res.output
 
-    port = _free_port()
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen(
-        [mlflow_bin, "ui", "--backend-store-uri", "sqlite:///.waypost/mlflow.db",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"mlflow ui did not start: {proc.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.5)
+    argv = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", "sqlite:///.waypost/mlflow.db",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with running(argv, ready_url=f"{base}/health", cwd=tmp_path, timeout=60):
         exps = _get(f"{base}/api/2.0/mlflow/experiments/search", {"max_results": 10})["experiments"]
         exp = next(e for e in exps if e["name"] == "waypost")
         runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
@@ -72,6 +49,3 @@ def test_mlflow_ui_shows_the_tracked_run(tmp_path, monkeypatch):
         assert {"plan.json", "plots", "waypost.yaml"} <= {f["path"] for f in files}
         models = _get(f"{base}/api/2.0/mlflow/registered-models/search?max_results=10")["registered_models"]
         assert [m["name"] for m in models] == ["waypost-target"]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
