@@ -85,11 +85,9 @@ def _free_port() -> int:
 
 
 def _records(frame) -> list[dict]:
-    out = []
-    for rec in frame.to_dict("records"):
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
-                    for k, v in rec.items()})
-    return out
+    from waypost.deploy.bundle import json_records
+
+    return json_records(frame)
 
 
 def _start(args: list[str], port: int, timeout: float = 120.0) -> subprocess.Popen:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import socket
@@ -57,12 +56,9 @@ def penguins(tmp_path_factory):
 
 
 def _records(frame) -> list[dict]:
-    """JSON-ready records: NaN -> null, numpy scalars -> Python."""
-    out = []
-    for rec in frame.to_dict("records"):
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else (v.item() if hasattr(v, "item") else v))
-                    for k, v in rec.items()})
-    return out
+    from waypost.deploy.bundle import json_records
+
+    return json_records(frame)
 
 
 class ThreadServer:

@@ -14,6 +14,8 @@ except ImportError:  # `pip install waypost[runtime]` alone has no command line
     sys.stderr.write("waypost's command line needs its extras: pip install 'waypost[train]' (or [serve], [all])\n")
     raise SystemExit(1) from None
 
+from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE  # noqa: E402
+
 app = typer.Typer(
     help="waypost: from a table to a tracked, saved, evaluated (and soon deployed) model.",
     no_args_is_help=True,
@@ -332,11 +334,11 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8080),
     workers: int = typer.Option(1, help="Uvicorn worker processes."),
-    max_batch_size: int = typer.Option(64, help="Rows per model call in the dynamic batcher."),
-    max_latency_ms: float = typer.Option(5.0, help="Longest wait to fill a batch."),
-    queue_size: int = typer.Option(1024, help="Requests waiting at most; beyond it, 503 + Retry-After."),
+    max_batch_size: int = typer.Option(MAX_BATCH_SIZE, help="Rows per model call in the dynamic batcher."),
+    max_latency_ms: float = typer.Option(MAX_LATENCY_MS, help="Longest wait to fill a batch."),
+    queue_size: int = typer.Option(QUEUE_SIZE, help="Requests waiting at most; beyond it, 503 + Retry-After."),
     api_key: Optional[str] = typer.Option(None, help="Require X-API-Key (default: $WAYPOST_API_KEY if set)."),
-    max_body_bytes: int = typer.Option(1_000_000, help="Larger request bodies get 413."),
+    max_body_bytes: int = typer.Option(MAX_BODY_BYTES, help="Larger request bodies get 413."),
     log_path: Optional[str] = typer.Option(None, help="SQLite prediction log (default .waypost/predictions.sqlite; 'none' = off)."),
 ) -> None:
     """Online prediction: FastAPI on uvicorn, dynamic batching, /metrics, prediction log."""

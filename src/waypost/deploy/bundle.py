@@ -108,6 +108,12 @@ def bundle_metrics(bundle: Any, df: pd.DataFrame) -> dict[str, float]:
     return classification_metrics(np.array([index[k] for k in keys]), out["proba"])
 
 
+def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a JSON client sends them: NaN -> None, numpy scalars -> Python values."""
+    return [{k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+             for k, v in rec.items()} for rec in df.to_dict("records")]
+
+
 def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
     """Column arrays for the runtime: pandas NA/NaT become None, datetimes stay datetime64."""
     out = {}

@@ -34,6 +34,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
+from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE
 from waypost.errors import DataError
 from waypost.serve.batcher import Batcher, Overloaded
 from waypost.serve.metrics import ServeMetrics, multiprocess_dir
@@ -261,11 +262,11 @@ class _State:
 def create_app(
     bundle_path: str | os.PathLike | Any,
     *,
-    max_batch_size: int = 64,
-    max_latency_ms: float = 5.0,
-    queue_size: int = 1024,
+    max_batch_size: int = MAX_BATCH_SIZE,
+    max_latency_ms: float = MAX_LATENCY_MS,
+    queue_size: int = QUEUE_SIZE,
     api_key: str | None = None,
-    max_body_bytes: int = 1_000_000,
+    max_body_bytes: int = MAX_BODY_BYTES,
     log_path: str | os.PathLike | None = None,
     intra_op_threads: int | None = None,
 ) -> FastAPI:

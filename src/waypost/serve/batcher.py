@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_LATENCY_MS, QUEUE_SIZE
 from waypost.errors import DataError
 
 
@@ -61,9 +62,9 @@ class Batcher:
         self,
         infer: Callable[[dict[str, list[Any]]], dict[str, Any]],
         *,
-        max_batch_size: int = 64,
-        max_latency_ms: float = 5.0,
-        queue_size: int = 1024,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        max_latency_ms: float = MAX_LATENCY_MS,
+        queue_size: int = QUEUE_SIZE,
         metrics: Any = None,
     ):
         if max_batch_size < 1:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE
 from waypost.errors import ConfigError, ModelFileError
 from waypost.serve.predlog import DEFAULT_LOG_PATH
 
@@ -30,11 +31,11 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     workers: int = 1,
-    max_batch_size: int = 64,
-    max_latency_ms: float = 5.0,
-    queue_size: int = 1024,
+    max_batch_size: int = MAX_BATCH_SIZE,
+    max_latency_ms: float = MAX_LATENCY_MS,
+    queue_size: int = QUEUE_SIZE,
     api_key: str | None = None,
-    max_body_bytes: int = 1_000_000,
+    max_body_bytes: int = MAX_BODY_BYTES,
     log_path: str | os.PathLike | None = None,
     *,
     intra_op_threads: int | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from waypost.serve.defaults import MAX_BATCH_SIZE
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 ERROR_KINDS = ("validation", "too_large", "unauthorized", "overloaded", "internal")
@@ -34,7 +35,7 @@ class ServeMetrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, max_batch_size: int = 64, model_version: str = ""):
+    def __init__(self, max_batch_size: int = MAX_BATCH_SIZE, model_version: str = ""):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
