@@ -352,3 +352,26 @@ def test_schedule_drives_a_timm_image_encoder() -> None:
     assert apply_phase(net.encoder, plan, plan.freeze_epochs) == set(range(n - 2))
     top = {id(p) for s in net.encoder.stages()[-2:] for p in s}
     assert all(p.requires_grad == (id(p) in top) for p in net.encoder.parameters())
+
+
+def test_image_config_overrides_the_transfer_default_and_says_so():
+    from waypost.config import ImageConfig
+    from waypost.models.image_model import ImageModel
+
+    model = ImageModel(task="multiclass", n_classes=3, arch="small_cnn",
+                       image=ImageConfig(transfer={"freeze_epochs": 1, "unfreeze_stages": "all", "bn_mode": "train"}))
+    model.batch_size_ = 32
+    plan, why = model._transfer_plan(500, pretrained=True)
+    assert (plan.freeze_epochs, plan.unfreeze_stages, plan.bn_mode) == (1, None, "train")
+    assert plan.backbone_lr_factor == 0.1  # still the small-data default
+    assert "set in the config: freeze_epochs=1" in why
+    default, _ = model._transfer_plan(500, pretrained=False)
+    assert default.freeze_epochs == 0  # nothing pretrained to protect: overrides do not apply
+
+
+def test_image_config_rejects_a_quoted_boolean():
+    from waypost.config import WaypostConfig
+    from waypost.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.image.pretrained"):
+        WaypostConfig.create("y", model={"image": {"pretrained": "false"}})

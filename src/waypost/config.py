@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from waypost.data.types import FeatureType, Task
 from waypost.errors import ConfigError
@@ -54,12 +54,83 @@ class GBMConfig(_Strict):
     n_jobs: int | Literal["auto"] = "auto"
 
 
+Policy = Literal["none", "randaugment", "trivialaugment"]
+
+
+class AugmentConfig(BaseModel):
+    """What augmentation a training run uses; every field shows up in waypost.yaml.
+
+    `enabled` is the master switch: when False nothing below applies (mixup/cutmix included).
+    "auto" values are settled by `resolve_augment`, which also says why.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool | Literal["auto"] = "auto"
+    random_resized_crop_scale: tuple[float, float] = Field(
+        (0.6, 1.0), description="Area fraction range of the random crop; (1, 1) keeps the whole image."
+    )
+    hflip: bool | Literal["auto"] = "auto"
+    vflip: bool = False
+    color_jitter: float = Field(0.2, ge=0.0, le=1.0, description="Brightness/contrast/saturation strength.")
+    policy: Policy = "none"
+    mixup_alpha: float = Field(0.0, ge=0.0)
+    cutmix_alpha: float = Field(0.0, ge=0.0)
+
+    @field_validator("random_resized_crop_scale")
+    @classmethod
+    def _check_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"expected 0 < low <= high <= 1, got ({lo}, {hi})")
+        return value
+
+    @property
+    def resolved(self) -> bool:
+        return self.enabled != "auto" and self.hflip != "auto"
+
+    @property
+    def mixes(self) -> bool:
+        """True when batches get mixup or cutmix (and so soft targets)."""
+        return self.enabled is True and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+class TransferConfig(_Strict):
+    """Overrides for the transfer-learning schedule; "auto" keeps the data-size default that
+    `waypost.train.transfer.plan_transfer` picks and explains in the plan."""
+
+    freeze_epochs: int | Literal["auto"] = Field("auto", description="Head-only epochs before unfreezing.")
+    unfreeze_stages: int | Literal["all", "auto"] = Field("auto", description="Top stages trained after that.")
+    backbone_lr_factor: float | Literal["auto"] = "auto"
+    layer_decay: float | Literal["auto"] = "auto"
+    bn_mode: Literal["auto", "freeze_frozen", "freeze_all", "train"] = "auto"
+
+
+class ImageConfig(_Strict):
+    pretrained: bool | str = Field(
+        "auto", description="auto: packaged or cached weights for the architecture; false: from scratch; "
+        "a .safetensors/.pth path or a hub name (hf-hub:org/name) for other weights.")
+    size: tuple[int, int] | None = Field(None, description="(height, width) the images are resized to; "
+                                         "default: the median image, capped at 224 px.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    fusion_hidden: int = Field(128, ge=1, description="Width of the layer that fuses image and tabular features.")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _no_auto_typo(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
+            raise ValueError("use true/false (YAML booleans), 'auto', a weights file or a hub name")
+        return value
+
+
 class ModelConfig(_Strict):
     architecture: str = Field("auto", description="auto, or a registered name: blend, mlp, lightgbm, xgboost, "
                               "small_cnn, resnet18, efficientnet_lite0, mobilenetv2_100, ...")
     reason: str = ""
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     gbm: GBMConfig = Field(default_factory=GBMConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
 
 
 class TrainingConfig(_Strict):

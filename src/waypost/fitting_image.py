@@ -1,4 +1,6 @@
 """The image branch of a fit: one image column -> decode/resize -> CNN (engine) -> tracked model.
+Tabular columns beside it go through the tabular preprocessor into the same network (fusion:
+`waypost.models.fusion`), so a mixed table still trains and deploys as one model.
 
 Same outputs as the tabular branch (plan, parts, metrics, lineage, MLflow run), so `Predictor`'s
 predict/evaluate/save/load serve both. Bad images are errors naming the row and path, or with
@@ -17,16 +19,19 @@ from waypost.plan import Decision
 
 def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df: pd.DataFrame,
                         valid_df: pd.DataFrame, full_train: pd.DataFrame, train_data: Any, started: float) -> None:
-    from waypost.data.image_preprocess import ImageFramePreprocessor, ImagePreprocessor
+    from waypost.data.image_preprocess import ImageFramePreprocessor, ImageInputs, ImagePreprocessor
+    from waypost.data.preprocess import TabularPreprocessor
     from waypost.data.target import TargetEncoder
     from waypost.ensemble.blend import BlendModel, validation_loss
     from waypost.fitting import _console, _log_run, run_tracker, validation_metrics
     from waypost.models.image_model import ImageModel
     from waypost.track.lineage import collect_lineage
 
-    column = next(iter(cfg.features))
+    column = next(name for name, f in cfg.features.items() if f.type == "image")
+    tab_features = {name: f.type for name, f in cfg.features.items() if name != column}
     task = cfg.task
-    image_pre = ImagePreprocessor(column, on_bad_image=cfg.data.on_bad_image).fit(train_df[column])
+    image_pre = ImagePreprocessor(column, size=cfg.model.image.size,
+                                  on_bad_image=cfg.data.on_bad_image).fit(train_df[column])
     plan.insert(1, image_pre.decision_)
     x_train, kept_tr, skipped_tr = image_pre.transform(train_df[column])
     x_valid, kept_va, skipped_va = image_pre.transform(valid_df[column])
@@ -38,6 +43,16 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
     encoder = TargetEncoder(task).fit(train_df[cfg.target])
     y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
     image_pre.on_bad_image = "error"  # at predict time a bad image is always an error, never a silent gap
+    tab_pre, tabular = None, None
+    if tab_features:
+        tab_pre = TabularPreprocessor(tab_features).fit(train_df)
+        a_train, a_valid = tab_pre.transform(train_df), tab_pre.transform(valid_df)
+        tabular = {"n_numeric": int(a_train.numeric.shape[1]), "cardinalities": tab_pre.category_cardinalities_}
+        x_train, x_valid = ImageInputs(x_train, a_train), ImageInputs(x_valid, a_valid)
+        plan.append(Decision("architecture", "fusion", "concat",
+                             f"image column '{column}' beside {len(tab_features)} tabular column(s): the CNN's "
+                             f"features and the MLP encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a "
+                             f"{cfg.model.image.fusion_hidden}-unit combiner, one network trained end to end"))
 
     tracker = run_tracker(cfg)
     with tracker:
@@ -46,7 +61,8 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
         remaining = None if limit is None else max(1.0, limit - (time.perf_counter() - started))
         model = ImageModel(task=task, n_classes=len(encoder.classes_), arch=cfg.model.architecture,
                            in_chans=image_pre.channels_, image_size=image_pre.size_, training=cfg.training,
-                           class_names=list(encoder.classes_))
+                           class_names=list(encoder.classes_), image=cfg.model.image, tabular=tabular,
+                           mlp=cfg.model.mlp)
         model.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=predictor.verbose,
                   time_limit=remaining)
         fr = model.fit_
@@ -60,8 +76,8 @@ def fit_image_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df
         valid_proba = model.predict_raw(x_valid)
         score = validation_loss(task, valid_proba, y_valid)
         predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
-        predictor.features_ = {column: "image"}
-        predictor.preprocessor_ = ImageFramePreprocessor(column, image_pre)
+        predictor.features_ = {name: f.type for name, f in cfg.features.items()}
+        predictor.preprocessor_ = ImageFramePreprocessor(column, image_pre, tab_pre)
         predictor.target_encoder_ = encoder
         predictor.parts_, predictor.selected_ = {"image": model}, "image"
         predictor.blend_weights_ = {"image": 1.0}

@@ -10,11 +10,14 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
 
     k = proba.shape[1]
     pred = proba.argmax(1)
+    # float32 softmax rows (ONNX, int8) sum to 1 within ~1e-7; sklearn's log_loss wants float64-exact
+    clipped = np.clip(np.asarray(proba, np.float64), 1e-15, 1.0)
+    clipped /= clipped.sum(1, keepdims=True)
     out = {
         "accuracy": skm.accuracy_score(y_true, pred),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred),
         "f1_macro": skm.f1_score(y_true, pred, average="macro", labels=list(range(k)), zero_division=0),
-        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=list(range(k))),
+        "log_loss": skm.log_loss(y_true, clipped, labels=list(range(k))),
     }
     present = np.unique(y_true)
     if len(present) < 2:

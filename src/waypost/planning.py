@@ -45,12 +45,12 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
         dropped = dict(schema.dropped)
 
     images = [n for n, f in features.items() if f.type == "image"]
-    image_only = len(images) == 1 and len(features) == 1
+    image_model = len(images) == 1  # one image column, alone or fused with the tabular ones
     for name, feat in list(features.items()):
-        if feat.type in TABULAR_TYPES or (image_only and feat.type == "image"):
+        if feat.type in TABULAR_TYPES or (image_model and feat.type == "image"):
             continue
-        why = ("fusing image and tabular columns in one model is the next step of issue #4"
-               if feat.type == "image" else f"no {feat.type} encoder in this waypost version")
+        why = ("one image column per model in this version (the first is not chosen for you: list the one "
+               "to use under features)" if feat.type == "image" else f"no {feat.type} encoder in this waypost version")
         dropped[name] = f"{feat.type} column: {feat.reason}; {why}"
         del features[name]
     if not features:
@@ -62,8 +62,8 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     for name, why in dropped.items():
         plan.append(Decision("column", f"column '{name}'", "dropped", why))
 
-    if image_only:
-        arch = _image_architecture(df[images[0]], task, cfg.model.architecture)
+    if image_model:
+        arch = _image_architecture(df[images[0]], task, cfg.model.architecture, cfg.model.image.pretrained)
     else:
         arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
     if cfg.model.architecture != "auto" and cfg.model.reason:
@@ -78,9 +78,9 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     return resolved, plan
 
 
-def _image_architecture(column: pd.Series, task: str, requested: str) -> Decision:
-    """The CNN for a table whose only feature is an image column: by data size, image size and the
-    pretrained weights at hand (`waypost.models.image_cnn.choose_image_architecture`)."""
+def _image_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto") -> Decision:
+    """The CNN for a table's image column (fused with any tabular columns): by data size, image size
+    and the pretrained weights at hand (`waypost.models.image_cnn.choose_image_architecture`)."""
     from waypost.data.images import image_column_stats
     from waypost.errors import ConfigError
     from waypost.models.image_cnn import PRETRAINED_PREFERENCE, choose_image_architecture
@@ -97,5 +97,5 @@ def _image_architecture(column: pd.Series, task: str, requested: str) -> Decisio
     stats = image_column_stats(column)
     name, source, reason = choose_image_architecture(
         int(column.notna().sum()), (stats.height[1], stats.width[1]), stats.channels,
-        weights_available(list(PRETRAINED_PREFERENCE)))
+        weights_available(list(PRETRAINED_PREFERENCE)) if pretrained is not False else {})
     return Decision("architecture", "architecture", name, reason)

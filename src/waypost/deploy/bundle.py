@@ -27,7 +27,8 @@ def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
     export trace, check parity and time latency when the caller passes no data."""
     rng = np.random.default_rng(0)
     data: dict[str, list[Any]] = {}
-    for col in predictor.preprocessor_.to_state()["columns"]:
+    state = predictor.preprocessor_.to_state()
+    for col in state.get("tabular", state)["columns"]:  # a fused image table: its tabular columns
         kind, name = col["kind"], col["name"]
         if kind == "numeric":
             vals: list[Any] = list(col["median"] + col["std"] * rng.standard_normal(n))
@@ -43,12 +44,17 @@ def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
 
 
 def synthetic_images(predictor: Any, n: int = 8) -> pd.DataFrame:
-    """Random pixel arrays of the trained size: enough to trace the CNN and time it without data."""
+    """Random pixel arrays of the trained size (plus synthetic tabular columns for a fused table):
+    enough to trace the CNN and time it without data."""
     pre = predictor.preprocessor_.image
     h, w = pre.size_
     shape = (h, w) if pre.channels_ == 1 else (h, w, 3)
     rng = np.random.default_rng(0)
-    return pd.DataFrame({predictor.preprocessor_.column: [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]})
+    frame = pd.DataFrame({predictor.preprocessor_.column: [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]})
+    if predictor.preprocessor_.tabular is not None:
+        rows = synthetic_rows(predictor, n)
+        frame = pd.concat([frame, rows], axis=1)
+    return frame
 
 
 def _image_graphs(predictor: Any, sample: pd.DataFrame, optimize: str) -> tuple[Any, Any]:
@@ -59,15 +65,21 @@ def _image_graphs(predictor: Any, sample: pd.DataFrame, optimize: str) -> tuple[
 
     pre = predictor.preprocessor_
     part = predictor.parts_["image"]
-    fp32 = export_image_net(part.net_, pre.image.channels_, pre.image.size_)
+    inputs = pre.transform(sample)
+    fp32 = export_image_net(part.net_, pre.image.channels_, pre.image.size_, inputs.tabular)
     if optimize != "int8":
         return fp32, optimize_model(fp32, optimize)
-    from waypost.train.augment import normalize
+    from waypost.runtime.images import ImageTransform
 
-    import torch
-
-    images = torch.from_numpy(pre.transform(sample))
-    feeds = [{"image": normalize(images[i:i + 16], part.mean_, part.std_).numpy()} for i in range(0, len(images), 16)]
+    # calibration feeds built by the runtime's own transform: exactly what the bundle will feed
+    transform = ImageTransform(pre.to_state())
+    records = records_from_frame(sample, list(predictor.features_))
+    names = {i.name for i in fp32.graph.input}
+    feeds = []
+    for i in range(0, len(sample), 16):
+        chunk = {c: v[i:i + 16] for c, v in records.items()}
+        views = transform(chunk, len(next(iter(chunk.values()))))
+        feeds.append({k: v for k, v in views.items() if k in names})
     return fp32, quantize_static_qdq(fp32, feeds)
 
 

@@ -157,26 +157,45 @@ def build_model_graph(predictor: Any, sample: Any) -> Any:
     return merge_parts(parts, predictor.blend_weights_)
 
 
-def export_image_net(net: Any, channels: int, size: tuple[int, int]) -> Any:
-    """The CNN with a softmax, input `image` float32 (N, C, H, W) already normalised, output `output`."""
+def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None) -> Any:
+    """The CNN with a softmax: input `image` float32 (N, C, H, W) already normalised, plus `numeric`
+    and `categorical` (only those with columns) for a fused table; output `output`."""
     import onnx
     import torch
+
+    has_num = tabular is not None and tabular.numeric.shape[1] > 0
+    has_cat = tabular is not None and tabular.categorical.shape[1] > 0
 
     class WithSoftmax(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
 
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.net(image), dim=-1)
+        def forward(self, image: torch.Tensor, *tab: torch.Tensor) -> torch.Tensor:
+            if tabular is None:
+                return torch.softmax(self.net(image), dim=-1)
+            it, n = iter(tab), image.shape[0]
+            x_num = next(it) if has_num else torch.zeros((n, 0), dtype=torch.float32)
+            x_cat = next(it) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
+            return torch.softmax(self.net(image, x_num, x_cat), dim=-1)
 
     wrapped = WithSoftmax().eval()
-    example = (torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32),)
+    names = ["image"]
+    example: list[torch.Tensor] = [torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32)]
+    if has_num:
+        names.append("numeric")
+        example.append(torch.from_numpy(np.ascontiguousarray(tabular.numeric[:2], np.float32)))
+    if has_cat:
+        names.append("categorical")
+        example.append(torch.from_numpy(np.ascontiguousarray(tabular.categorical[:2], np.int64)))
+    batch = torch.export.Dim("batch", min=1)
+    # forward(image, *tab): the varargs get their own tuple of specs, only when there are any
+    dynamic = ({0: batch}, tuple({0: batch} for _ in example[1:])) if len(example) > 1 else ({0: batch},)
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            wrapped, example, dynamo=True, input_names=["image"], output_names=[OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=OPSET, optimize=True,
+            wrapped, tuple(example), dynamo=True, input_names=names, output_names=[OUTPUT],
+            dynamic_shapes=dynamic, opset_version=OPSET, optimize=True, verbose=False,
         )
     buf = io.BytesIO()
     onnx.save_model(program.model_proto, buf)

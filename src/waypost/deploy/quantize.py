@@ -10,9 +10,12 @@
 """
 from __future__ import annotations
 
+import logging
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 FP16_BLOCK = ["TreeEnsembleRegressor", "TreeEnsembleClassifier", "TreeEnsemble", "Softmax", "Sigmoid"]
 
@@ -48,12 +51,25 @@ def quantize_static_qdq(model: Any, calibration: Iterable[dict[str, Any]]) -> An
         def get_next(self) -> dict[str, Any] | None:
             return next(self.it, None)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save_model(model, src)
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
         return onnx.load_model(str(dst))
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs advice ("consider pre-processing", per-channel axis notes on
+    1-d weights) through the root logger at WARNING; the export report is where results belong."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def to_fp16(model: Any) -> Any:

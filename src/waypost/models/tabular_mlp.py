@@ -55,7 +55,9 @@ class TabularMLP(nn.Module):
                 layers.append(nn.Dropout(dropout))
             width = h
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_dim)
+        self.out_width = width if out_dim == 0 else out_dim
+        # out_dim 0: an encoder without a head, whose features a fusion combiner takes
+        self.head = nn.Linear(width, out_dim) if out_dim > 0 else nn.Identity()
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         parts = [x_num] + [emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings)]

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from waypost.config import AugmentConfig, Policy  # noqa: F401  (the schema lives with the config)
 from waypost.errors import ConfigError
 from waypost.plan import Decision
 
@@ -38,45 +37,6 @@ SMALL_DATA_IMAGES = 10_000
 CROP_RATIO = (3 / 4, 4 / 3)
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
-Policy = Literal["none", "randaugment", "trivialaugment"]
-
-
-class AugmentConfig(BaseModel):
-    """What augmentation a training run uses; every field shows up in waypost.yaml.
-
-    `enabled` is the master switch: when False nothing below applies (mixup/cutmix included).
-    "auto" values are settled by `resolve_augment`, which also says why.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    enabled: bool | Literal["auto"] = "auto"
-    random_resized_crop_scale: tuple[float, float] = Field(
-        (0.6, 1.0), description="Area fraction range of the random crop; (1, 1) keeps the whole image."
-    )
-    hflip: bool | Literal["auto"] = "auto"
-    vflip: bool = False
-    color_jitter: float = Field(0.2, ge=0.0, le=1.0, description="Brightness/contrast/saturation strength.")
-    policy: Policy = "none"
-    mixup_alpha: float = Field(0.0, ge=0.0)
-    cutmix_alpha: float = Field(0.0, ge=0.0)
-
-    @field_validator("random_resized_crop_scale")
-    @classmethod
-    def _check_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = value
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"expected 0 < low <= high <= 1, got ({lo}, {hi})")
-        return value
-
-    @property
-    def resolved(self) -> bool:
-        return self.enabled != "auto" and self.hflip != "auto"
-
-    @property
-    def mixes(self) -> bool:
-        """True when batches get mixup or cutmix (and so soft targets)."""
-        return self.enabled is True and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
 def labels_look_orientation_sensitive(class_names: Sequence[object]) -> bool | None:
