@@ -191,31 +191,37 @@ def evaluate(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Bundle (waypost export) or model directory (e.g. runs/latest)."),
-    data: Path = typer.Argument(..., help="Table to score: CSV or Parquet, streamed in chunks."),
+    data: Path = typer.Argument(..., help="Table to score (CSV or Parquet, streamed in chunks), or a folder "
+                                          "of images (any depth) for an image model."),
     output: Path = typer.Option(..., "--output", "-o", help="Output CSV or Parquet."),
-    chunk_rows: int = typer.Option(50_000, help="Rows per chunk: memory stays flat whatever the file size."),
+    chunk_rows: Optional[int] = typer.Option(
+        None, help="Rows (or images) per chunk, 50,000 by default and 256 for image models: "
+                   "memory stays flat whatever the input's size."),
     proba: bool = typer.Option(True, help="Add one probability column per class."),
     keep: Optional[str] = typer.Option(None, help="Comma-separated input columns to copy into the output."),
 ) -> None:
-    """Batch prediction, streamed chunk by chunk with a progress bar. A bundle runs on onnxruntime."""
+    """Batch prediction, streamed chunk by chunk with a progress bar. A bundle runs on onnxruntime.
+
+    A folder of images gives one row per image: its path, the prediction and one probability per class.
+    """
 
     def go() -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from waypost.data.io import TableWriter, count_rows, iter_table_chunks
-        from waypost.serve.batch import load_scorer
+        from waypost.data.io import TableWriter
+        from waypost.serve.batch import batch_job, load_scorer
 
         scorer = load_scorer(model)
         keep_cols = [c.strip() for c in keep.split(",")] if keep else []
-        total = count_rows(data)
+        total, scored = batch_job(scorer, data, chunk_rows=chunk_rows, keep=keep_cols, proba=proba)
         n = 0
         with TableWriter(output) as writer, Progress(
             TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
         ) as bar:
             task = bar.add_task("rows", total=total)
-            for chunk in iter_table_chunks(data, chunk_rows=chunk_rows):
-                writer.write(scorer.score(chunk, keep=keep_cols, proba=proba))
-                n += len(chunk)
+            for frame in scored:
+                writer.write(frame)
+                n += len(frame)
                 bar.update(task, completed=n)
         _console().print(f"wrote {n} predictions to [bold]{output}[/] ({scorer.kind})")
 

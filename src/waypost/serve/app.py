@@ -15,7 +15,9 @@ onnxruntime, no torch) and returns a FastAPI app:
 Uvicorn with ``--workers N`` imports ``waypost.serve.app:app_from_env`` (a factory) in each worker;
 settings travel in ``WAYPOST_SERVE_*`` environment variables (see ``ENV``).
 
-The server never opens a path sent by a client: records carry values only.
+The server never opens a path sent by a client: records carry values only. Image features are
+base64 strings, decoded to bytes by the schema before the bundle sees them (the runtime would read
+a string as a file path); the prediction log keeps their SHA-256 and size, not the image.
 """
 from __future__ import annotations
 
@@ -234,7 +236,7 @@ async def predict_body(st: Any, body: bytes, arrival: Any) -> tuple[int, bytes, 
         outputs = [{"prediction": p} for p in predictions]
     content["model_version"] = st.version
     if st.predlog is not None:
-        if st.predlog.log(st.version, st.schema.record_dicts(models), outputs, result.latency_ms) == 0:
+        if st.predlog.log(st.version, st.schema.record_dicts(models, columns), outputs, result.latency_ms) == 0:
             st.metrics.log_dropped.inc(len(models))
     return _payload(200, content)
 
@@ -335,7 +337,8 @@ def create_app(
             200: {"model": PredictResponse, "description": "one prediction per record, in order"},
             401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key"},
             413: {"model": ErrorResponse, "description": "body larger than max_body_bytes"},
-            422: {"model": ErrorResponse, "description": "a field is missing, unknown or of the wrong type"},
+            422: {"model": ErrorResponse, "description": "a field is missing, unknown or of the wrong "
+                                                     "type, or an image is not base64 of image bytes"},
             503: {"model": ErrorResponse, "description": "queue full, retry after Retry-After seconds"},
         },
         summary="Predict one record or a list of records",

@@ -2,16 +2,28 @@
 
 Both give the same output columns: `prediction`, then `proba_<label>` per class, after any kept
 input columns, so downstream jobs do not care which one produced the file.
+
+`batch_job` is what `waypost predict` runs: a table is streamed in chunks of rows, and a folder of
+images (any depth, class subfolders or not) in chunks of paths, so memory stays flat whatever the
+input's size. Image models default to small chunks (`IMAGE_CHUNK_ROWS`): the runtime decodes a
+whole chunk into one float32 array, and 50,000 photos at 224 px would be 30 GB.
 """
 from __future__ import annotations
 
+import itertools
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from waypost.errors import ModelFileError
+from waypost.errors import DataError, ModelFileError
+
+DEFAULT_CHUNK_ROWS = 50_000
+IMAGE_CHUNK_ROWS = 256  # 256 x 3 x 224 x 224 float32 = 154 MB per chunk
 
 
 class BundleScorer:
@@ -22,14 +34,13 @@ class BundleScorer:
 
         self.bundle = rt.load(path)
         self.classes = self.bundle.classes
+        self.features: dict[str, str] = dict(self.bundle.features)
 
     def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         from waypost.deploy.bundle import records_from_frame
 
         missing = [c for c in self.bundle.features if c not in chunk.columns]
         if missing:
-            from waypost.errors import DataError
-
             raise DataError(f"missing columns at predict time: {missing}")
         out = self.bundle.infer(records_from_frame(chunk, list(self.bundle.features)))
         return out["prediction"], out["proba"]
@@ -47,6 +58,7 @@ class PredictorScorer(BundleScorer):
 
         self.predictor = Predictor.load(path)
         self.classes = None if self.predictor.task_ == "regression" else self.predictor.classes_
+        self.features = dict(self.predictor.features_)
 
     def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         if self.predictor.task_ == "regression":
@@ -75,3 +87,124 @@ def load_scorer(path: str | Path) -> BundleScorer:
     if (path / MANIFEST).is_file():
         return PredictorScorer(path)
     raise ModelFileError(f"{path} is neither a bundle (waypost.json) nor a model directory (waypost_model.json)")
+
+
+def iter_image_files(root: Path, extensions: tuple[str, ...] | None = None) -> Iterator[str]:
+    """Image files under `root` (any depth), streamed in `list_images`' order without listing them all.
+
+    `list_images` sorts every relative path at once, which holds the whole folder in memory. Sorting
+    each directory's entries with a "/" after folder names gives the same code-point order, one
+    directory at a time. Hidden entries are skipped, symlinked folders followed (but not back into
+    one of their own ancestors), and a broken link is kept, so predicting on it names its path.
+    """
+    if extensions is None:
+        from waypost.data.infer import IMAGE_EXTENSIONS
+
+        extensions = IMAGE_EXTENSIONS
+    exts = tuple(e.lower() for e in extensions)
+
+    def walk(folder: str, ancestors: frozenset[str]) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise DataError(f"cannot list image folder {folder}: {exc.strerror or exc}") from None
+        keyed = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                keyed.append((e.name + "/", e.path, True))
+            elif e.name.lower().endswith(exts):
+                keyed.append((e.name, e.path, False))
+        for _, path, is_dir in sorted(keyed):
+            if not is_dir:
+                yield path
+            elif (real := os.path.realpath(path)) not in ancestors:
+                yield from walk(path, ancestors | {real})
+
+    top = str(root)
+    yield from walk(top, frozenset({os.path.realpath(top)}))
+
+
+def _image_column(scorer: BundleScorer, folder: Path) -> str:
+    """The model's one image column, or a DataError saying why a folder cannot feed this model."""
+    images = [c for c, t in scorer.features.items() if t == "image"]
+    if not images:
+        raise DataError(
+            f"{folder} is a folder, but this model's features are tabular ({', '.join(scorer.features)}): "
+            "pass a CSV or Parquet table; folders of images are for image models"
+        )
+    others = [c for c in scorer.features if c != images[0]]
+    if others:
+        raise DataError(
+            f"this model reads {others} besides the image column {images[0]!r}, and a folder holds only "
+            f"images: pass a table whose {images[0]!r} column holds image paths, with those columns beside it"
+        )
+    return images[0]
+
+
+def _folder_job(scorer: BundleScorer, folder: Path, chunk_rows: int, keep: list[str],
+                proba: bool) -> tuple[int, Iterator[pd.DataFrame]]:
+    column = _image_column(scorer, folder)
+    if keep:
+        raise DataError("--keep copies table columns; a folder of images has none (the output has a path column)")
+    root = folder.expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    root = root.resolve()
+    total = sum(1 for _ in iter_image_files(root))  # a second walk, for the progress bar: paths are not kept
+    if total == 0:
+        from waypost.data.infer import IMAGE_EXTENSIONS
+
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        files = iter_image_files(root)
+        while paths := list(itertools.islice(files, chunk_rows)):
+            yield pd.DataFrame({column: pd.Series(paths, dtype=object)})
+
+    return total, _scored(scorer, chunks(), [column], proba, rename={column: "path"})
+
+
+_ROW = re.compile(r"^row (\d+)")
+
+
+def _scored(scorer: BundleScorer, chunks: Iterator[pd.DataFrame], keep: list[str], proba: bool,
+            rename: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
+    """Score chunk by chunk. The runtime numbers rows within its chunk; a "row N" in an error is
+    shifted to the row of the whole input, so the user can find it."""
+    start = 0
+    for chunk in chunks:
+        try:
+            out = scorer.score(chunk, keep=keep, proba=proba)
+        except DataError as exc:
+            msg = str(exc)
+            if start and (m := _ROW.match(msg)):
+                raise DataError(f"row {int(m.group(1)) + start}{msg[m.end():]}") from None
+            raise
+        start += len(chunk)
+        yield out.rename(columns=rename) if rename else out
+
+
+def batch_job(scorer: BundleScorer, data: str | Path, *, chunk_rows: int | None = None, keep: list[str] | None = None,
+              proba: bool = True) -> tuple[int | None, Iterator[pd.DataFrame]]:
+    """(row count for the progress bar, or None; scored chunks) for a table file or a folder of images.
+
+    A folder gives one row per image: `path` (absolute), `prediction`, `proba_<label>`. Bad input
+    (a missing file, a folder for a tabular model) fails here, before the caller opens its output;
+    a corrupt image fails at its chunk with a DataError naming its path.
+    """
+    data = Path(data)
+    keep = list(keep or [])
+    if chunk_rows is None:
+        has_images = "image" in scorer.features.values()
+        chunk_rows = IMAGE_CHUNK_ROWS if has_images else DEFAULT_CHUNK_ROWS
+    if chunk_rows < 1:
+        raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if data.is_dir():
+        return _folder_job(scorer, data, chunk_rows, keep, proba)
+    from waypost.data.io import count_rows, iter_table_chunks
+
+    chunks = iter_table_chunks(data, chunk_rows=chunk_rows)  # checks the file now, not at the first chunk
+    total = count_rows(data)
+    return total, _scored(scorer, chunks, keep, proba)

@@ -5,7 +5,8 @@ the model for a thousand. Clients that score in bulk (a stream processor, a nigh
 the service) send `{"columns": {"age": [...], "city": [...]}}` instead: each column is validated in
 one pass (numbers parsed by numpy), the answer is columnar too (`probabilities` maps each label to
 a list), and the same batcher, metrics and prediction log serve both endpoints. Errors name the
-column and the row, like `/predict`'s.
+column and the row, like `/predict`'s. Image columns are arrays of base64 strings, decoded to bytes
+by the same function as `/predict`'s (never read as paths).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from waypost.errors import DataError
 from waypost.serve.batcher import Overloaded
-from waypost.serve.schema import RequestError
+from waypost.serve.schema import RequestError, decode_images, image_digest
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -58,6 +59,8 @@ def _column(name: str, ftype: str, values: list[Any]) -> Any:
         except (TypeError, ValueError):
             i = next(i for i, v in enumerate(values) if not _is_number(v))
             raise RequestError([_err("float_parsing", [name, i], f"Input should be a valid number, got {values[i]!r}")]) from None
+    if ftype == "image":
+        return decode_images(values, lambda i: ["body", "columns", name, i])
     allowed = (str, type(None)) if ftype == "datetime" else _SCALARS
     for i, v in enumerate(values):
         if not isinstance(v, allowed):
@@ -104,7 +107,9 @@ async def predict_columns_body(st: Any, body: bytes) -> tuple[int, bytes, list[t
 
 def _log(st: Any, columns: dict[str, Any], content: dict[str, Any], n: int, latency_ms: float) -> None:
     names = list(columns)
-    values = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]  # NaN -> null in the log writer
+    images = set(st.schema.image_columns)
+    values = [[image_digest(b) for b in c] if name in images else c.tolist() if isinstance(c, np.ndarray) else c
+              for name, c in columns.items()]  # NaN -> null in the log writer; images as digests
     records = [dict(zip(names, row)) for row in zip(*values)]
     probs = content.get("probabilities")
     if probs is not None:

@@ -9,9 +9,20 @@ Parsing does not go through a ``Record | list[Record]`` union: pydantic reports 
 per member, with locations like ``body.Record.x`` and ``body.list[Record]``. The first
 non-whitespace byte of the body decides instead (``{`` one record, ``[`` a list), so every error
 location is ``body.<column>`` or ``body.<index>.<column>``.
+
+Image features arrive as base64 strings (standard or URL-safe alphabet, padding optional, optionally
+behind a ``data:image/<type>;base64,`` prefix) and are decoded to bytes here, before the bundle
+sees them. This is a security boundary, not a convenience: the runtime reads a ``str`` image cell
+as a file path, so a string that reached it would let a client make the server open any file it
+can name. A string that is not base64 of image bytes (magic bytes checked) is a 422 naming the
+field; a file path is never valid base64 (``.`` is not in the alphabet) or decodes to non-image bytes.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import re
 from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
@@ -22,7 +33,13 @@ FEATURE_TYPES: dict[str, Any] = {
     "category": Union[str, int, float, None],
     "binary": Union[str, bool, int, float, None],
     "datetime": Optional[str],
+    "image": str,  # base64; null is refused here (a missing image cannot be predicted)
+    "text": Optional[str],  # null is an empty text, as at training time
 }
+IMAGE_EXPECTED = ("expected a base64-encoded image (standard or URL-safe base64, optionally "
+                  "prefixed with data:image/<type>;base64,)")
+_DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
+_URLSAFE = str.maketrans("-_", "+/")
 
 RECORD_MODEL_NAME = "PredictRecord"
 
@@ -54,6 +71,52 @@ def _clean(errors: list[Any], prefix: tuple[Any, ...]) -> list[dict[str, Any]]:
     return out
 
 
+def decode_image(value: str) -> bytes:
+    """The image bytes in a base64 string; ValueError saying why otherwise (never touches the disk)."""
+    data = value
+    prefix = _DATA_URL.match(data)
+    if prefix:
+        data = data[prefix.end():]
+    elif data[:5].lower() == "data:":
+        raise ValueError("a data URL must look like data:image/<type>;base64,<data>")
+    if any(c in data for c in " \t\r\n"):
+        data = "".join(data.split())  # MIME base64 wraps lines at 76 characters
+    if not data:
+        raise ValueError("empty string")
+    data = data.translate(_URLSAFE) + "=" * (-len(data) % 4)
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    from waypost.runtime.images import sniff_image_bytes  # Pillow: only image bundles pay for it
+
+    if sniff_image_bytes(blob) is None:
+        raise ValueError(f"the {len(blob)} decoded bytes are not a PNG, JPEG, GIF, BMP, WEBP or TIFF image")
+    return blob
+
+
+def image_digest(blob: bytes) -> str:
+    """What the prediction log keeps of an image: its SHA-256 and size, not megabytes of base64."""
+    return f"sha256:{hashlib.sha256(blob).hexdigest()};bytes={len(blob)}"
+
+
+def decode_images(values: list[Any], loc: Any) -> list[bytes]:
+    """Decode one image column; RequestError naming every bad cell (``loc(i)`` is its location)."""
+    out: list[bytes] = []
+    errors: list[dict[str, Any]] = []
+    for i, v in enumerate(values):
+        try:
+            if not isinstance(v, str):
+                raise ValueError(f"got {'null' if v is None else type(v).__name__}")
+            out.append(decode_image(v))
+        except ValueError as exc:
+            errors.append({"type": "image_base64", "loc": loc(i),
+                           "msg": f"{IMAGE_EXPECTED}: {exc} (the server never opens file paths or URLs)"})
+    if errors:
+        raise RequestError(errors)
+    return out
+
+
 class RecordSchema:
     """The request schema of one bundle: a pydantic model per record plus fast JSON parsing."""
 
@@ -67,11 +130,10 @@ class RecordSchema:
             raise ValueError("the bundle has no input features")
         self.features = dict(features)
         self.columns = list(features)
+        self.image_columns = [c for c, t in features.items() if t == "image"]
         self._attrs = [f"f{i}" for i in range(len(self.columns))]
-        fields = {
-            attr: (FEATURE_TYPES[features[col]], Field(..., alias=col, description=f"{features[col]} feature"))
-            for attr, col in zip(self._attrs, self.columns)
-        }
+        fields = {attr: (FEATURE_TYPES[features[col]], _field(col, features[col]))
+                  for attr, col in zip(self._attrs, self.columns)}
         self.model: type[BaseModel] = create_model(  # type: ignore[call-overload]
             RECORD_MODEL_NAME,
             __config__=ConfigDict(extra="forbid", validate_by_name=False, validate_by_alias=True),
@@ -104,10 +166,27 @@ class RecordSchema:
             raise RequestError(_clean(exc.errors(include_url=False), ("body",))) from None
         attrs = self._attrs
         columns = {col: [getattr(m, a) for m in models] for a, col in zip(attrs, self.columns)}
+        if self.image_columns:  # base64 -> bytes here, always: a str would reach the runtime as a path
+            errors: list[dict[str, Any]] = []
+            for col in self.image_columns:
+                where = (lambda i, c=col: ["body", c]) if single else (lambda i, c=col: ["body", i, c])
+                try:
+                    columns[col] = decode_images(columns[col], where)
+                except RequestError as exc:
+                    errors += exc.errors
+            if errors:
+                raise RequestError(errors)
         return columns, models, single
 
-    def record_dicts(self, models: list[BaseModel]) -> list[dict[str, Any]]:
-        return [m.model_dump(by_alias=True) for m in models]
+    def record_dicts(self, models: list[BaseModel], columns: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+        """Validated rows for the prediction log; images (given the decoded ``columns``) as ``image_digest``."""
+        records = [m.model_dump(by_alias=True) for m in models]
+        if self.image_columns:
+            for col in self.image_columns:
+                blobs = columns[col] if columns is not None else [None] * len(records)
+                for rec, blob in zip(records, blobs):
+                    rec[col] = image_digest(blob) if isinstance(blob, bytes) else None
+        return records
 
     def openapi_components(self) -> dict[str, Any]:
         """JSON schemas to add under ``components.schemas``."""
@@ -132,8 +211,20 @@ class RecordSchema:
         }
 
 
+def _field(col: str, ftype: str) -> Any:
+    if ftype == "image":
+        return Field(..., alias=col, description=f"image feature: {IMAGE_EXPECTED[len('expected '):]}",
+                     json_schema_extra={"contentEncoding": "base64", "contentMediaType": "image/*"})
+    return Field(..., alias=col, description=f"{ftype} feature")
+
+
+# a 1x1 white PNG: the /docs example must be a real image, or "Try it out" answers 422
+_PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR42mP4DwABAQEAHLCMmQAAAABJRU5ErkJggg=="
+
+
 def _example(ftype: str) -> Any:
-    return {"numeric": 0.0, "category": "a", "binary": True, "datetime": "2024-01-31T12:00:00"}[ftype]
+    return {"numeric": 0.0, "category": "a", "binary": True, "datetime": "2024-01-31T12:00:00",
+            "image": _PNG_1PX, "text": "a short text"}[ftype]
 
 
 class PredictResponse(BaseModel):
