@@ -114,13 +114,32 @@ class ImageConfig(_Strict):
                                          "default: the median image, capped at 224 px.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
-    fusion_hidden: int = Field(128, ge=1, description="Width of the layer that fuses image and tabular features.")
 
     @field_validator("pretrained")
     @classmethod
     def _no_auto_typo(cls, value: bool | str) -> bool | str:
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
             raise ValueError("use true/false (YAML booleans), 'auto', a weights file or a hub name")
+        return value
+
+
+class TextConfig(_Strict):
+    pretrained: bool | str = Field(
+        "auto", description="auto: the packaged all-MiniLM-L6-v2 (offline) or the hub's; false: from scratch; "
+        "a transformers checkpoint folder or a hub name (bert-base-uncased, distilbert-base-uncased, ...).")
+    max_length: int | Literal["auto"] = Field("auto", description="Tokens per text; auto: 95th percentile, capped at 256.")
+    pooling: Literal["mean", "cls"] = "mean"
+    fine_tune_layers: int | Literal["auto", "all"] = Field(
+        "auto", description="Top Transformer layers fine-tuned after one head-only epoch; 0 keeps the encoder frozen.")
+    encoder_lr: float | Literal["auto"] = Field("auto", description="Learning rate of the top fine-tuned layer; auto: 3e-5.")
+    layer_decay: float = Field(0.8, gt=0.0, le=1.0, description="Learning-rate factor per layer further down.")
+    vocab_size: int = Field(8000, ge=100, description="WordPiece vocabulary trained on the data when no weights are used.")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _no_quoted_bool(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
+            raise ValueError("use true/false (YAML booleans), 'auto', a checkpoint folder or a hub name")
         return value
 
 
@@ -131,6 +150,9 @@ class ModelConfig(_Strict):
     mlp: MLPConfig = Field(default_factory=MLPConfig)
     gbm: GBMConfig = Field(default_factory=GBMConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    fusion_hidden: int = Field(128, ge=1, description="Width of the combiner layer that fuses an image or text "
+                               "column's features with the tabular ones.")
 
 
 class TrainingConfig(_Strict):

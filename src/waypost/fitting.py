@@ -72,10 +72,10 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         valid_df, _ = drop_missing_target(valid_df, cfg.target)
         plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
 
-    if any(f.type == "image" for f in cfg.features.values()):
-        from waypost.fitting_image import fit_image_predictor
+    if any(f.type in ("image", "text") for f in cfg.features.values()):
+        from waypost.fitting_column import fit_column_predictor
 
-        fit_image_predictor(predictor, cfg, plan, train_df, valid_df, full_train, train_data, started)
+        fit_column_predictor(predictor, cfg, plan, train_df, valid_df, full_train, train_data, started)
         return
 
     features = {name: f.type for name, f in cfg.features.items()}
@@ -249,10 +249,10 @@ def load_predictor(cls: type, path: Path) -> Any:
         predictor = cls(cfg.target, config=cfg, verbose=False)
         predictor.config_, predictor.target_, predictor.task_ = cfg, manifest["target"], manifest["task"]
         predictor.features_ = dict(manifest["features"])
-        if manifest["preprocessor"].get("kind") == "image_frame":
-            from waypost.data.image_preprocess import ImageFramePreprocessor
+        if manifest["preprocessor"].get("kind") in ("image_frame", "text_frame"):
+            from waypost.data.frame_preprocess import ColumnFramePreprocessor
 
-            predictor.preprocessor_ = ImageFramePreprocessor.from_state(manifest["preprocessor"])
+            predictor.preprocessor_ = ColumnFramePreprocessor.from_state(manifest["preprocessor"])
         else:
             predictor.preprocessor_ = TabularPreprocessor.from_state(manifest["preprocessor"])
         predictor.target_encoder_ = TargetEncoder.from_state(manifest["target_encoder"])
@@ -266,6 +266,10 @@ def load_predictor(cls: type, path: Path) -> Any:
                 from waypost.models.image_model import ImageModel
 
                 parts[name] = ImageModel.load(path, entry)
+            elif entry["kind"] == "text":
+                from waypost.models.text_model import TextModel
+
+                parts[name] = TextModel.load(path, entry)
             elif entry["kind"] == "gbm":
                 from waypost.models.gbm import GBMModel
 

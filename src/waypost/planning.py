@@ -14,6 +14,8 @@ from waypost.errors import DataError
 from waypost.models.registry import choose_architecture
 from waypost.plan import Decision
 
+ENCODER_TYPES = ("image", "text")
+
 
 def require_target(df: pd.DataFrame, target: str, where: str = "the data") -> None:
     if target not in df.columns:
@@ -44,13 +46,13 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
         features = {n: FeatureConfig(type=d.type, reason=d.reason) for n, d in schema.features.items()}
         dropped = dict(schema.dropped)
 
-    images = [n for n, f in features.items() if f.type == "image"]
-    image_model = len(images) == 1  # one image column, alone or fused with the tabular ones
+    encoded = [n for n, f in features.items() if f.type in ENCODER_TYPES]  # image or text: one per model
+    keep = encoded[0] if encoded else None
     for name, feat in list(features.items()):
-        if feat.type in TABULAR_TYPES or (image_model and feat.type == "image"):
+        if feat.type in TABULAR_TYPES or name == keep:
             continue
-        why = ("one image column per model in this version (the first is not chosen for you: list the one "
-               "to use under features)" if feat.type == "image" else f"no {feat.type} encoder in this waypost version")
+        why = (f"one image or text column per model in this version ('{keep}' is used; list the one you want "
+               "under features)" if feat.type in ENCODER_TYPES else f"no {feat.type} encoder in this waypost version")
         dropped[name] = f"{feat.type} column: {feat.reason}; {why}"
         del features[name]
     if not features:
@@ -62,8 +64,10 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     for name, why in dropped.items():
         plan.append(Decision("column", f"column '{name}'", "dropped", why))
 
-    if image_model:
-        arch = _image_architecture(df[images[0]], task, cfg.model.architecture, cfg.model.image.pretrained)
+    if keep is not None and features[keep].type == "image":
+        arch = _image_architecture(df[keep], task, cfg.model.architecture, cfg.model.image.pretrained)
+    elif keep is not None:
+        arch = _text_architecture(df[keep], task, cfg.model.architecture, cfg.model.text.pretrained)
     else:
         arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
     if cfg.model.architecture != "auto" and cfg.model.reason:
@@ -98,4 +102,22 @@ def _image_architecture(column: pd.Series, task: str, requested: str, pretrained
     name, source, reason = choose_image_architecture(
         int(column.notna().sum()), (stats.height[1], stats.width[1]), stats.channels,
         weights_available(list(PRETRAINED_PREFERENCE)) if pretrained is not False else {})
+    return Decision("architecture", "architecture", name, reason)
+
+
+def _text_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto") -> Decision:
+    """The text encoder by data size and the weights at hand
+    (`waypost.models.text_encoder.choose_text_architecture`)."""
+    from waypost.errors import ConfigError
+    from waypost.models.registry import get
+    from waypost.models.text_encoder import choose_text_architecture, resolve_text_weights
+
+    if task == "regression":
+        raise ConfigError("text columns train classifiers in this version; regression on text is not supported yet")
+    if requested != "auto":
+        arch = get(requested)
+        if "text" not in arch.data_types:
+            raise ConfigError(f"model.architecture {requested!r} does not take text columns")
+        return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
+    name, reason = choose_text_architecture(int(column.notna().sum()), resolve_text_weights(pretrained))
     return Decision("architecture", "architecture", name, reason)

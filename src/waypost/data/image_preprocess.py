@@ -8,7 +8,6 @@ scratch: the CNNs' defaults assume roughly zero-mean inputs either way).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,49 +102,3 @@ class ImagePreprocessor:
         obj.channels_ = int(state["channels"])
         obj.mean_, obj.std_ = list(state["mean"]), list(state["std"])
         return obj
-
-
-@dataclass
-class ImageInputs:
-    """What an image model takes: the uint8 batch and, for a fused table, the tabular views."""
-
-    images: np.ndarray  # uint8 (N, C, H, W)
-    tabular: Any = None  # waypost.data.preprocess.TabularArrays, or None for an image-only table
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-class ImageFramePreprocessor:
-    """A table's image column (and any tabular columns beside it), behind the interface `Predictor`
-    uses for preprocessors: `transform(df)` returns `ImageInputs` (bad images are errors naming row
-    and path). `tabular` is a fitted `TabularPreprocessor` or None."""
-
-    kind = "image_frame"
-
-    def __init__(self, column: str, image: ImagePreprocessor, tabular: Any = None) -> None:
-        self.column, self.image, self.tabular = column, image, tabular
-
-    def transform(self, df: pd.DataFrame) -> ImageInputs:
-        if self.column not in df.columns:
-            raise DataError(f"missing columns at predict time: [{self.column!r}]")
-        images, kept, _ = self.image.transform(df[self.column])
-        tabular = None
-        if self.tabular is not None:
-            tabular = self.tabular.transform(df if len(kept) == len(df) else df.iloc[kept])
-        return ImageInputs(images, tabular)
-
-    def to_state(self) -> dict[str, Any]:
-        state = {"kind": self.kind, "column": self.column, "image": self.image.to_state()}
-        if self.tabular is not None:
-            state["tabular"] = self.tabular.to_state()
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ImageFramePreprocessor:
-        tabular = None
-        if state.get("tabular") is not None:
-            from waypost.data.preprocess import TabularPreprocessor
-
-            tabular = TabularPreprocessor.from_state(state["tabular"])
-        return cls(state["column"], ImagePreprocessor.from_state(state["image"]), tabular)

@@ -43,30 +43,44 @@ def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def synthetic_images(predictor: Any, n: int = 8) -> pd.DataFrame:
-    """Random pixel arrays of the trained size (plus synthetic tabular columns for a fused table):
-    enough to trace the CNN and time it without data."""
-    pre = predictor.preprocessor_.image
-    h, w = pre.size_
-    shape = (h, w) if pre.channels_ == 1 else (h, w, 3)
+def synthetic_column_rows(predictor: Any, n: int = 8) -> pd.DataFrame:
+    """Rows for an image or text model built from its fitted state (random pixels of the trained size,
+    or texts from the tokenizer's vocabulary; synthetic tabular columns for a fused table): enough to
+    trace the graph and time it without data."""
+    pre = predictor.preprocessor_
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({predictor.preprocessor_.column: [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]})
-    if predictor.preprocessor_.tabular is not None:
-        rows = synthetic_rows(predictor, n)
-        frame = pd.concat([frame, rows], axis=1)
+    if pre.part.kind == "image":
+        h, w = pre.part.size_
+        shape = (h, w) if pre.part.channels_ == 1 else (h, w, 3)
+        cells: list[Any] = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
+    else:
+        import json
+
+        vocab = [t for t in json.loads(pre.part.tokenizer_)["model"].get("vocab", {}) if t.isalpha()] or ["text"]
+        cells = [" ".join(rng.choice(vocab, size=int(rng.integers(3, 40)))) for _ in range(n)]
+    frame = pd.DataFrame({pre.column: cells})
+    if pre.tabular is not None:
+        frame = pd.concat([frame, synthetic_rows(predictor, n)], axis=1)
     return frame
 
 
-def _image_graphs(predictor: Any, sample: pd.DataFrame, optimize: str) -> tuple[Any, Any]:
-    """(fp32 graph, optimised graph) of an image model. int8 is static QDQ calibrated on the sample
-    images: a CNN's cost is in activations, which dynamic quantisation leaves in float."""
-    from waypost.deploy.onnx_graph import export_image_net
+def _column_graphs(predictor: Any, sample: pd.DataFrame, optimize: str) -> tuple[Any, Any]:
+    """(fp32 graph, optimised graph) of an image or text model.
+
+    int8: a CNN gets static QDQ calibrated on the sample images (its cost is in activations, which
+    dynamic quantisation leaves in float); a Transformer gets dynamic int8 on its MatMuls (the
+    standard recipe for BERT-like encoders: weights dominate, and activation ranges vary per text).
+    """
+    from waypost.deploy.onnx_graph import export_image_net, export_text_net
     from waypost.deploy.quantize import optimize_model, quantize_static_qdq
 
     pre = predictor.preprocessor_
-    part = predictor.parts_["image"]
+    part = predictor.parts_[pre.part.kind]
     inputs = pre.transform(sample)
-    fp32 = export_image_net(part.net_, pre.image.channels_, pre.image.size_, inputs.tabular)
+    if pre.part.kind == "text":
+        fp32 = export_text_net(part.net_, *inputs.arrays, inputs.tabular)
+        return fp32, optimize_model(fp32, optimize)
+    fp32 = export_image_net(part.net_, pre.part.channels_, pre.part.size_, inputs.tabular)
     if optimize != "int8":
         return fp32, optimize_model(fp32, optimize)
     from waypost.runtime.images import ImageTransform
@@ -90,10 +104,13 @@ def _primary(task: str) -> str:
 def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dict[str, float]:
     from waypost.deploy.report import measure_latency
 
-    one = measure_latency(lambda: bundle.predict(records[:1]), runs)
-    big = (records * (1024 // max(len(records), 1) + 1))[:1024]
+    text = "input_ids" in bundle._inputs  # a Transformer: ~20 ms a row on CPU, so fewer, smaller runs
+    one = measure_latency(lambda: bundle.predict(records[:1]), 20 if text else runs)
+    size = 64 if text else 1024
+    big = (records * (size // max(len(records), 1) + 1))[:size]
     batch = measure_latency(lambda: bundle.predict(big), 3, warmup=1)
-    return {"p50_ms_1row": one["p50_ms"], "p99_ms_1row": one["p99_ms"],
+    # the key keeps its name for every bundle (the CLI and the registry read it); batch_rows says the size
+    return {"p50_ms_1row": one["p50_ms"], "p99_ms_1row": one["p99_ms"], "batch_rows": size,
             "rows_per_s_batch1024": len(big) / (batch["p50_ms"] / 1e3)}
 
 
@@ -148,15 +165,15 @@ def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
 
     if optimize not in ("none", "int8", "fp16"):
         raise ConfigError(f"optimize: expected none, int8 or fp16, got {optimize!r}")
-    image = predictor.preprocessor_.kind == "image_frame"
-    sample = synthetic_images(predictor) if image else synthetic_rows(predictor)
+    column = predictor.preprocessor_.kind in ("image_frame", "text_frame")
+    sample = synthetic_column_rows(predictor) if column else synthetic_rows(predictor)
     if data is not None:
         missing = [c for c in predictor.features_ if c not in data.columns]
         if missing:
             raise DataError(f"export data is missing columns: {missing}")
         sample = pd.concat([data[list(predictor.features_)].head(256), sample], ignore_index=True)
-    if image:
-        fp32, model = _image_graphs(predictor, sample, optimize)
+    if column:
+        fp32, model = _column_graphs(predictor, sample, optimize)
     else:
         fp32 = build_model_graph(predictor, predictor.preprocessor_.transform(sample))
         model = optimize_model(fp32, optimize)

@@ -157,46 +157,73 @@ def build_model_graph(predictor: Any, sample: Any) -> Any:
     return merge_parts(parts, predictor.blend_weights_)
 
 
-def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None) -> Any:
-    """The CNN with a softmax: input `image` float32 (N, C, H, W) already normalised, plus `numeric`
-    and `categorical` (only those with columns) for a fused table; output `output`."""
+def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dict[str, dict[int, str]],
+                      tabular: Any = None) -> Any:
+    """An encoder model (image CNN, text Transformer; fused or not) with a softmax, as one graph.
+
+    Inputs: the column's tensors (`column_inputs`, examples by name, e.g. `image`, or `input_ids` and
+    `attention_mask`) with their dynamic axes, then `numeric` / `categorical` (only those with
+    columns) for a fused table. Output `output`: class probabilities.
+    """
     import onnx
     import torch
 
     has_num = tabular is not None and tabular.numeric.shape[1] > 0
     has_cat = tabular is not None and tabular.categorical.shape[1] > 0
+    n_col = len(column_inputs)
 
     class WithSoftmax(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
 
-        def forward(self, image: torch.Tensor, *tab: torch.Tensor) -> torch.Tensor:
+        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+            cols, tab = xs[:n_col], iter(xs[n_col:])
             if tabular is None:
-                return torch.softmax(self.net(image), dim=-1)
-            it, n = iter(tab), image.shape[0]
-            x_num = next(it) if has_num else torch.zeros((n, 0), dtype=torch.float32)
-            x_cat = next(it) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
-            return torch.softmax(self.net(image, x_num, x_cat), dim=-1)
+                return torch.softmax(self.net(*cols), dim=-1)
+            n = cols[0].shape[0]
+            x_num = next(tab) if has_num else torch.zeros((n, 0), dtype=torch.float32)
+            x_cat = next(tab) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
+            return torch.softmax(self.net(*cols, x_num, x_cat), dim=-1)
 
-    wrapped = WithSoftmax().eval()
-    names = ["image"]
-    example: list[torch.Tensor] = [torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32)]
+    names = list(column_inputs)
+    example = list(column_inputs.values())
     if has_num:
         names.append("numeric")
         example.append(torch.from_numpy(np.ascontiguousarray(tabular.numeric[:2], np.float32)))
     if has_cat:
         names.append("categorical")
         example.append(torch.from_numpy(np.ascontiguousarray(tabular.categorical[:2], np.int64)))
-    batch = torch.export.Dim("batch", min=1)
-    # forward(image, *tab): the varargs get their own tuple of specs, only when there are any
-    dynamic = ({0: batch}, tuple({0: batch} for _ in example[1:])) if len(example) > 1 else ({0: batch},)
+    dims: dict[str, Any] = {}
+    specs = []
+    for name in names:
+        axes = dynamic_axes.get(name, {0: "batch"})
+        specs.append({axis: dims.setdefault(label, torch.export.Dim(label, min=1)) for axis, label in axes.items()})
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            wrapped, tuple(example), dynamo=True, input_names=names, output_names=[OUTPUT],
-            dynamic_shapes=dynamic, opset_version=OPSET, optimize=True, verbose=False,
+            WithSoftmax().eval(), tuple(example), dynamo=True, input_names=names, output_names=[OUTPUT],
+            dynamic_shapes=(tuple(specs),),  # forward(*xs): one tuple of specs
+            opset_version=OPSET, optimize=True, verbose=False,
         )
     buf = io.BytesIO()
     onnx.save_model(program.model_proto, buf)
     return onnx.load_model_from_string(buf.getvalue())
+
+
+def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None) -> Any:
+    """The CNN: input `image` float32 (N, C, H, W) already normalised (+ tabular inputs when fused)."""
+    import torch
+
+    image = torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32)
+    return export_column_net(net, {"image": image}, {"image": {0: "batch"}}, tabular)
+
+
+def export_text_net(net: Any, ids: np.ndarray, mask: np.ndarray, tabular: Any = None) -> Any:
+    """The text model: `input_ids` and `attention_mask` int64 (N, L), both axes dynamic (+ tabular)."""
+    import torch
+
+    seq = {0: "batch", 1: "sequence"}
+    inputs = {"input_ids": torch.from_numpy(np.ascontiguousarray(ids[:2], np.int64)),
+              "attention_mask": torch.from_numpy(np.ascontiguousarray(mask[:2], np.int64))}
+    return export_column_net(net, inputs, {"input_ids": seq, "attention_mask": seq}, tabular)

@@ -1,4 +1,4 @@
-"""Fusion: an image encoder and a tabular encoder feeding one concat combiner and head.
+"""Fusion: a column encoder (image CNN, text Transformer) and a tabular encoder feeding one concat combiner and head.
 
 One network, trained end to end by the engine like the CNN alone: the image branch keeps its
 transfer-learning schedule (`net.encoder` is the staged image encoder), and everything else -- the
@@ -45,7 +45,8 @@ class FusionHead(nn.Module):
 
 
 class FusionNet(nn.Module):
-    """(image float N,C,H,W normalised; numeric float N,d; categorical int64 N,k) -> logits."""
+    """(*encoder inputs, numeric float N,d, categorical int64 N,k) -> logits. The encoder inputs are
+    one normalised image batch, or token ids + attention mask for text."""
 
     def __init__(self, encoder: nn.Module, head: FusionHead) -> None:
         super().__init__()
@@ -55,12 +56,13 @@ class FusionNet(nn.Module):
     def reason(self) -> str:
         return getattr(self.encoder, "reason", "")
 
-    def forward(self, image: torch.Tensor, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(image), x_num, x_cat)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *encoded, x_num, x_cat = inputs
+        return self.head(self.encoder(*encoded), x_num, x_cat)
 
 
-def build_fusion(image_net: nn.Module, *, n_numeric: int, cardinalities: list[int], out_dim: int,
+def build_fusion(net: nn.Module, *, n_numeric: int, cardinalities: list[int], out_dim: int,
                  **head: Any) -> FusionNet:
-    """Replace an image classifier's head with the fusion head (its encoder, pretrained or not, stays)."""
-    encoder = image_net.encoder
+    """Replace a classifier's head with the fusion head (its encoder, pretrained or not, stays)."""
+    encoder = net.encoder
     return FusionNet(encoder, FusionHead(int(encoder.out_dim), n_numeric, cardinalities, out_dim, **head))

@@ -201,26 +201,31 @@ class ImageEncoder(nn.Module):
         return self
 
 
-class ImageClassifier(nn.Module):
-    """ImageEncoder + dropout + a new linear head sized for the task's classes."""
+class EncoderClassifier(nn.Module):
+    """An encoder (image, text: anything with `out_dim` and, for transfer learning, `stages()`) +
+    dropout + a new linear head sized for the task's classes. `forward(*inputs)` passes the inputs
+    to the encoder: one image batch, or token ids and the attention mask."""
 
-    def __init__(self, encoder: ImageEncoder, num_classes: int, dropout: float = 0.2) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(encoder.out_dim, num_classes)
+        self.head = nn.Linear(int(encoder.out_dim), num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)  # small logits at the start of fine-tuning
         nn.init.zeros_(self.head.bias)
 
     @property
     def reason(self) -> str:
-        return self.encoder.reason
+        return str(getattr(self.encoder, "reason", ""))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+    def features(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(*inputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder(x)))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.encoder(*inputs)))
+
+
+ImageClassifier = EncoderClassifier  # the name the image code and its tests use
 
 
 def build_image_classifier(name: str, *, num_classes: int, in_chans: int = 3, pretrained: Any = "auto",

@@ -17,7 +17,7 @@ from waypost.plan import Decision
 
 # Modules whose import registers entries. Imported on first registry use, not at package import.
 _MODULES = ("waypost.models.tabular_mlp", "waypost.models.gbm", "waypost.ensemble.blend",
-            "waypost.models.small_cnn", "waypost.models.image_cnn")
+            "waypost.models.small_cnn", "waypost.models.image_cnn", "waypost.models.text_encoder")
 
 
 @dataclass(frozen=True)

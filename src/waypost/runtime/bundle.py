@@ -56,10 +56,15 @@ class Bundle:
         self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
         self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
         self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
-        if manifest["preprocessor"].get("kind") == "image_frame":
+        kind = manifest["preprocessor"].get("kind")
+        if kind == "image_frame":
             from waypost.runtime.images import ImageTransform
 
             self._transform: Any = ImageTransform(manifest["preprocessor"])
+        elif kind == "text_frame":
+            from waypost.runtime.text import TextTransform
+
+            self._transform = TextTransform(manifest["preprocessor"])
         else:
             self._transform = TabularTransform(manifest["preprocessor"])
         if self.classes is not None:

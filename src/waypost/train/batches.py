@@ -6,7 +6,7 @@ Lightning accepts any iterable with a length as a dataloader.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,8 +22,11 @@ class TensorBatches:
         sample_weights: np.ndarray | None = None,
         seed: int = 0,
         drop_last: bool = False,
+        collate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None = None,
     ) -> None:
+        """`collate` reshapes each sliced batch (e.g. trims token padding to the batch's longest text)."""
         self.tensors = tensors
+        self.collate = collate
         self.n = int(tensors[0].shape[0])
         self.batch_size = max(1, min(batch_size, self.n))
         self.shuffle = shuffle
@@ -47,7 +50,8 @@ class TensorBatches:
         order = self._order()
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield tuple(t[idx] for t in self.tensors)
+            batch = tuple(t[idx] for t in self.tensors)
+            yield self.collate(batch) if self.collate is not None else batch
 
 
 def balanced_sample_weights(y: np.ndarray) -> np.ndarray:

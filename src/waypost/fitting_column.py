@@ -1,0 +1,151 @@
+"""The encoder branch of a fit: one image or text column (and any tabular columns beside it,
+fused into the same network: `waypost.models.fusion`) -> the column's preprocessor -> encoder
+model (engine) -> tracked model.
+
+Same outputs as the tabular branch (plan, parts, metrics, lineage, MLflow run), so `Predictor`'s
+predict/evaluate/save/load serve every kind. Bad images are errors naming the row and path, or with
+`data.on_bad_image: skip` skipped and counted in the plan.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from waypost.plan import Decision
+
+
+def _image_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, Any]:
+    """(fitted image preprocessor, model factory)."""
+    from waypost.data.image_preprocess import ImagePreprocessor
+    from waypost.models.image_model import ImageModel
+
+    pre = ImagePreprocessor(column, size=cfg.model.image.size, on_bad_image=cfg.data.on_bad_image).fit(train_df[column])
+
+    def model(**common: Any) -> Any:
+        return ImageModel(in_chans=pre.channels_, image_size=pre.size_, image=cfg.model.image, **common)
+
+    return pre, model
+
+
+def _text_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, Any]:
+    from waypost.data.text_preprocess import TextPreprocessor
+    from waypost.models.text_encoder import resolve_text_weights
+    from waypost.models.text_model import TextModel
+
+    text = cfg.model.text
+    weights = resolve_text_weights(text.pretrained if cfg.model.architecture == "pretrained_transformer" else False)
+    tokenizer_json, model_limit = weights.tokenizer_json(), None
+    if weights.pretrained:
+        import json
+
+        from transformers import AutoConfig
+
+        # the checkpoint's own limit: positions it has embeddings for, and the length its tokenizer was
+        # configured to truncate at (128 for all-MiniLM-L6-v2: it was trained on short texts)
+        limits = [getattr(AutoConfig.from_pretrained(weights.name), "max_position_embeddings", None),
+                  (json.loads(tokenizer_json or "{}").get("truncation") or {}).get("max_length")]
+        model_limit = min((int(v) for v in limits if v), default=None)
+    pre = TextPreprocessor(column, tokenizer_json=tokenizer_json, max_length=text.max_length,
+                           vocab_size=text.vocab_size, model_limit=model_limit).fit(train_df[column])
+
+    def model(**common: Any) -> Any:
+        return TextModel(vocab_size=pre.vocab_size_, max_length=pre.max_length_, text=text, weights=weights, **common)
+
+    return pre, model
+
+
+COLUMN_KINDS = {"image": _image_column, "text": _text_column}
+
+
+def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df: pd.DataFrame,
+                         valid_df: pd.DataFrame, full_train: pd.DataFrame, train_data: Any, started: float) -> None:
+    from waypost.data.frame_preprocess import ColumnFramePreprocessor, ColumnInputs
+    from waypost.data.preprocess import TabularPreprocessor
+    from waypost.data.target import TargetEncoder
+    from waypost.ensemble.blend import BlendModel, validation_loss
+    from waypost.fitting import _console, _log_run, run_tracker, validation_metrics
+    from waypost.track.lineage import collect_lineage
+
+    column, kind = next((name, f.type) for name, f in cfg.features.items() if f.type in COLUMN_KINDS)
+    tab_features = {name: f.type for name, f in cfg.features.items() if name != column}
+    task = cfg.task
+    column_pre, make_model = COLUMN_KINDS[kind](cfg, column, train_df)
+    plan.insert(1, column_pre.decision_)
+    x_train, kept_tr, skipped_tr = column_pre.transform(train_df[column])
+    x_valid, kept_va, skipped_va = column_pre.transform(valid_df[column])
+    skipped = skipped_tr + skipped_va
+    if skipped:
+        plan.append(Decision("data", f"column '{column}'", f"{len(skipped)} skipped",
+                             f"on_bad_image: skip; first: row {skipped[0]['row']}: {skipped[0]['reason']}"))
+    train_df, valid_df = train_df.iloc[kept_tr], valid_df.iloc[kept_va]
+    encoder = TargetEncoder(task).fit(train_df[cfg.target])
+    y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
+    if hasattr(column_pre, "on_bad_image"):
+        column_pre.on_bad_image = "error"  # at predict time a bad image is always an error, never a silent gap
+    as_tuple = (lambda x: x if isinstance(x, tuple) else (x,))
+    tab_pre, tabular, a_train, a_valid = None, None, None, None
+    if tab_features:
+        tab_pre = TabularPreprocessor(tab_features).fit(train_df)
+        a_train, a_valid = tab_pre.transform(train_df), tab_pre.transform(valid_df)
+        tabular = {"n_numeric": int(a_train.numeric.shape[1]), "cardinalities": tab_pre.category_cardinalities_}
+        plan.append(Decision("architecture", "fusion", "concat",
+                             f"{kind} column '{column}' beside {len(tab_features)} tabular column(s): the encoder's "
+                             f"features and the MLP encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a "
+                             f"{cfg.model.fusion_hidden}-unit combiner, one network trained end to end"))
+    x_train, x_valid = ColumnInputs(as_tuple(x_train), a_train), ColumnInputs(as_tuple(x_valid), a_valid)
+
+    tracker = run_tracker(cfg)
+    with tracker:
+        tracker.log_params({"config": cfg.to_dict()})
+        limit = cfg.training.time_limit
+        remaining = None if limit is None else max(1.0, limit - (time.perf_counter() - started))
+        model = make_model(task=task, n_classes=len(encoder.classes_), arch=cfg.model.architecture,
+                           training=cfg.training, class_names=list(encoder.classes_), tabular=tabular,
+                           mlp=cfg.model.mlp, fusion_hidden=cfg.model.fusion_hidden)
+        model.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=predictor.verbose,
+                  time_limit=remaining)
+        fr = model.fit_
+        if kind == "image":
+            # the saved preprocessing must normalise as the network was trained (pretrained weights bring
+            # their own mean/std, e.g. 0.5/0.5 for the TF-ported EfficientNet-Lite0)
+            column_pre.mean_, column_pre.std_ = list(model.mean_), list(model.std_)
+        plan += model.decisions_
+        plan.append(Decision("training", kind, f"{fr.epochs_run} epochs",
+                             f"best epoch {fr.best_epoch} restored; batch {model.batch_size_}, {fr.precision} on "
+                             f"{fr.accelerator}, {fr.seconds:.1f}s"))
+        valid_proba = model.predict_raw(x_valid)
+        score = validation_loss(task, valid_proba, y_valid)
+        predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
+        predictor.features_ = {name: f.type for name, f in cfg.features.items()}
+        predictor.preprocessor_ = ColumnFramePreprocessor(column, column_pre, tab_pre)
+        predictor.target_encoder_ = encoder
+        predictor.parts_, predictor.selected_ = {kind: model}, kind
+        predictor.blend_weights_ = {kind: 1.0}
+        predictor.model_ = BlendModel(predictor.parts_, predictor.blend_weights_)
+        predictor.validation_scores_ = {kind: score}
+        predictor.history_ = fr.history
+        predictor.validation_metrics_ = validation_metrics(predictor, valid_proba, y_valid)  # inputs decoded once
+        source = train_data if isinstance(train_data, (str, Path)) else None
+        lineage_frame = full_train.assign(**{column: full_train[column].map(_cell_key)})
+        predictor.lineage_ = {**collect_lineage(lineage_frame, source), "mlflow_run_id": tracker.run_id,
+                              "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
+        predictor.registered_model_ = None
+        _log_run(predictor, tracker, valid_proba, y_valid, model)
+        _console(predictor, f"[bold green]trained[/] {cfg.model.architecture}: validation "
+                 f"accuracy {predictor.validation_metrics_.get('accuracy', float('nan')):.4f}")
+
+
+def _cell_key(value: Any) -> Any:
+    """A hashable stand-in for the data digest: paths and texts as they are, arrays/bytes by content hash."""
+    import hashlib
+
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return "sha256:" + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+    if isinstance(value, (bytes, bytearray)):
+        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
+    return value
