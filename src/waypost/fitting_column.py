@@ -74,6 +74,8 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
     task = cfg.task
     column_pre, make_model = COLUMN_KINDS[kind](cfg, column, train_df)
     plan.insert(1, column_pre.decision_)
+    if kind == "text" and cfg.model.text.augment.enabled:
+        train_df = _augment_texts(train_df, column, cfg, plan)
     x_train, kept_tr, skipped_tr = column_pre.transform(train_df[column])
     x_valid, kept_va, skipped_va = column_pre.transform(valid_df[column])
     skipped = skipped_tr + skipped_va
@@ -136,6 +138,21 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
         _log_run(predictor, tracker, valid_proba, y_valid, model)
         _console(predictor, f"[bold green]trained[/] {cfg.model.architecture}: validation "
                  f"accuracy {predictor.validation_metrics_.get('accuracy', float('nan')):.4f}")
+
+
+def _augment_texts(train_df: pd.DataFrame, column: str, cfg: Any, plan: list[Decision]) -> pd.DataFrame:
+    """Training rows plus `n_aug` augmented copies of each (other columns and label unchanged). After
+    the tokenizer and max_length are fitted, so they describe real texts; never the validation rows."""
+    aug = cfg.model.text.augment
+    rows = train_df[train_df[column].map(lambda v: isinstance(v, str) and bool(v.strip()))]
+    new = aug.augment(rows[column].tolist(), seed=cfg.training.seed)
+    # augment_texts returns the n_aug copies of each text together, text by text
+    order = [i for i in range(len(rows)) for _ in range(aug.n_aug)]
+    copies = rows.iloc[order].reset_index(drop=True).assign(**{column: new})
+    plan.append(Decision("training", "text augmentation", f"+{len(new):,} texts",
+                         f"EDA (WordNet synonyms {aug.synonym}, deletion {aug.delete}, swaps {aug.swap}) on "
+                         f"{len(rows):,} training texts, {aug.n_aug} copy each; validation texts untouched"))
+    return pd.concat([train_df, copies], ignore_index=True)
 
 
 def _cell_key(value: Any) -> Any:

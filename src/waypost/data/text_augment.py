@@ -1,6 +1,6 @@
 """Text augmentation: EDA (Wei & Zou 2019, "Easy Data Augmentation") on whitespace tokens.
 
-Off by default (`TextAugmentConfig.enabled = False`): it helps small text sets (a few hundred
+Off by default (`model.text.augment.enabled: false`, `waypost.config.TextAugmentConfig`): it helps small text sets (a few hundred
 texts per class) and costs accuracy on large ones. Every function is deterministic given its
 random generator or seed.
 
@@ -21,10 +21,10 @@ import os
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from waypost.config import TextAugmentConfig  # noqa: F401  (the settings live with the config)
 from waypost.errors import ConfigError, DataError
 
 WORDNET_DIR = "/usr/share/wordnet"
@@ -237,24 +237,3 @@ def _check_rates(n_aug: int, synonym: float, delete: float, swap: float) -> None
             raise ConfigError(f"text augmentation {name} must be between 0 and 1, got {rate!r}")
     if n_aug and synonym == delete == swap == 0:
         raise ConfigError("text augmentation needs one of synonym, delete, swap > 0 (all are 0)")
-
-
-@dataclass(frozen=True)
-class TextAugmentConfig:
-    """Text augmentation settings; `enabled=False` (the default) makes `augment` return []."""
-
-    enabled: bool = False
-    n_aug: int = 1
-    synonym: float = 0.1
-    delete: float = 0.1
-    swap: float = 0.1
-
-    def __post_init__(self) -> None:
-        _check_rates(self.n_aug, self.synonym, self.delete, self.swap)
-
-    def augment(self, texts: list[str], seed: int = 0) -> list[str]:
-        """The new texts to add to the training set (none when disabled)."""
-        if not self.enabled or self.n_aug == 0:
-            return []
-        return augment_texts(texts, n_aug=self.n_aug, synonym=self.synonym, delete=self.delete,
-                             swap=self.swap, seed=seed)

@@ -57,6 +57,9 @@ class TextModel(ColumnModel):
         self.text = text or TextConfig()
         self.vocab_size, self.max_length = int(vocab_size), int(max_length)
         self.weights = weights  # waypost.models.text_encoder.TextWeights
+        # hooks for distillation (waypost.deploy.distill_text): starting weights and the loss to train on
+        self.init_state: dict[str, torch.Tensor] | None = None
+        self.loss_override: tuple[torch.nn.Module, Decision] | None = None
 
     def _classifier(self, pretrained: Any) -> torch.nn.Module:
         from waypost.models.registry import get
@@ -103,18 +106,25 @@ class TextModel(ColumnModel):
         arrays_tr, tab_tr = unpack(x_train)
         arrays_va, tab_va = unpack(x_valid)
         self.net_ = self._build(True)
+        if self.init_state is not None:
+            self.net_.load_state_dict(self.init_state)
         encoder = self.net_.encoder
         pretrained = bool(getattr(getattr(encoder, "weights", None), "pretrained", False))
         n = len(y_train)
         cap = 32 if pretrained else 128  # a Transformer step on CPU is costly: more, smaller steps
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else int(min(cap, auto_batch_size(n)))
         plan, why = self._transfer_plan(n, pretrained, max(0, len(encoder.stages()) - 1))
+        if self.loss_override is not None:
+            self.loss_fn_, loss_decision = self.loss_override
+        else:
+            loss_decision = self._loss(y_train)
         self.decisions_ = [Decision("training", "transfer", "fine-tune" if pretrained else "from scratch", why),
-                           self._loss(y_train)]
+                           loss_decision]
 
         def tensors(arrays: tuple[np.ndarray, ...], tab: Any, y: np.ndarray) -> tuple[torch.Tensor, ...]:
+            y_dtype = torch.float32 if np.asarray(y).dtype.kind == "f" else torch.int64  # packed soft labels
             return (*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays), *tabular_tensors(tab),
-                    torch.as_tensor(y, dtype=torch.int64))
+                    torch.as_tensor(y, dtype=y_dtype))
 
         train = length_bucketed(TensorBatches(tensors(arrays_tr, tab_tr, y_train), self.batch_size_, seed=cfg.seed,
                                               drop_last=True, collate=trim_padding),
