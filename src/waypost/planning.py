@@ -82,22 +82,32 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     return resolved, plan
 
 
+def _requested_encoder(kind: str, task: str, requested: str) -> Decision | None:
+    """Checks shared by the image and text choices: classification only, and a requested
+    architecture must take the column's type. None when the choice is left to waypost."""
+    from waypost.errors import ConfigError
+    from waypost.models.registry import get
+
+    if task == "regression":
+        raise ConfigError(f"{kind} columns train classifiers in this version; regression on {kind} is not supported yet")
+    if requested == "auto":
+        return None
+    arch = get(requested)
+    if kind not in arch.data_types:
+        raise ConfigError(f"model.architecture {requested!r} does not take {kind} columns")
+    return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
+
+
 def _image_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto") -> Decision:
     """The CNN for a table's image column (fused with any tabular columns): by data size, image size
     and the pretrained weights at hand (`waypost.models.image_cnn.choose_image_architecture`)."""
     from waypost.data.images import image_column_stats
-    from waypost.errors import ConfigError
     from waypost.models.image_cnn import PRETRAINED_PREFERENCE, choose_image_architecture
     from waypost.models.pretrained import weights_available
-    from waypost.models.registry import get
 
-    if task == "regression":
-        raise ConfigError("image columns train classifiers in this version; regression on images is not supported yet")
-    if requested != "auto":
-        arch = get(requested)
-        if "image" not in arch.data_types:
-            raise ConfigError(f"model.architecture {requested!r} does not take image columns")
-        return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
+    fixed = _requested_encoder("image", task, requested)
+    if fixed is not None:
+        return fixed
     stats = image_column_stats(column)
     name, source, reason = choose_image_architecture(
         int(column.notna().sum()), (stats.height[1], stats.width[1]), stats.channels,
@@ -108,16 +118,10 @@ def _image_architecture(column: pd.Series, task: str, requested: str, pretrained
 def _text_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto") -> Decision:
     """The text encoder by data size and the weights at hand
     (`waypost.models.text_encoder.choose_text_architecture`)."""
-    from waypost.errors import ConfigError
-    from waypost.models.registry import get
     from waypost.models.text_encoder import choose_text_architecture, resolve_text_weights
 
-    if task == "regression":
-        raise ConfigError("text columns train classifiers in this version; regression on text is not supported yet")
-    if requested != "auto":
-        arch = get(requested)
-        if "text" not in arch.data_types:
-            raise ConfigError(f"model.architecture {requested!r} does not take text columns")
-        return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
+    fixed = _requested_encoder("text", task, requested)
+    if fixed is not None:
+        return fixed
     name, reason = choose_text_architecture(int(column.notna().sum()), resolve_text_weights(pretrained))
     return Decision("architecture", "architecture", name, reason)

@@ -226,8 +226,14 @@ def distill_command(teacher_dir: Any, train_data: Any, output: Any, student: str
     from waypost.predictor import Predictor
 
     teacher = Predictor.load(teacher_dir)
-    student_model, report = distill_predictor(teacher, train_data, valid_data, student=student,
-                                              temperature=temperature, alpha=alpha)
+    if teacher.selected_ == "text":
+        from waypost.deploy.distill_text import distill_text_predictor, student_layers
+
+        student_model, report = distill_text_predictor(teacher, train_data, valid_data, layers=student_layers(student),
+                                                       temperature=temperature, alpha=alpha)
+    else:
+        student_model, report = distill_predictor(teacher, train_data, valid_data, student=student,
+                                                  temperature=temperature, alpha=alpha)
     report["output"] = str(student_model.save(output))
     print(format_report(report))
     print(f"saved the student model to {report['output']}")

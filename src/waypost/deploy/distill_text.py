@@ -25,6 +25,18 @@ from waypost.plan import Decision
 STUDENT_LR = 1e-4
 
 
+STUDENT_LAYERS = {"small": 2, "tiny": 1}
+
+
+def student_layers(student: str | int) -> int:
+    """'small' (2 layers), 'tiny' (1) or a layer count, as the CLI's --student gives it."""
+    if isinstance(student, int) or str(student).isdigit():
+        return int(student)
+    if student in STUDENT_LAYERS:
+        return STUDENT_LAYERS[student]
+    raise ConfigError(f"--student for a text teacher: small, tiny or a number of layers, got {student!r}")
+
+
 def _layer_map(n_teacher: int, n_student: int) -> list[int]:
     """Teacher layer for each student layer, evenly spaced from the bottom: 6 -> 2 gives [0, 3]."""
     step = n_teacher / n_student
@@ -59,7 +71,8 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     """(student predictor, report) for a predictor whose selected part is a pretrained text Transformer."""
     from waypost.deploy.distill import DistillationLoss
     from waypost.deploy.prune import part_metrics, prepare_data
-    from waypost.deploy.report import headline_metric, parameter_count
+    from waypost.data.frame_preprocess import ColumnInputs
+    from waypost.deploy.report import comparison_row, headline_metric, measure_latency, parameter_count, take_rows
     from waypost.ensemble.blend import BlendModel, validation_loss
     from waypost.models.text_encoder import TextWeights
     from waypost.models.text_model import TextModel
@@ -119,7 +132,18 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                           f"teacher layers {mapping} copied, then trained on soft + true labels ({loss_text}); "
                           f"{params['student']:,} vs {params['teacher']:,} parameters; validation {metric} "
                           f"{student_metrics[metric]:.4f} vs teacher {teacher_metrics[metric]:.4f}")]
+    one = ColumnInputs(tuple(a[:1] for a in data.valid.arrays),
+                       None if data.valid.tabular is None else take_rows(data.valid.tabular, 1))
+    latency = {"teacher": measure_latency(lambda: part.predict_raw(one), 50)["p50_ms"],
+               "student": measure_latency(lambda: student.predict_raw(one), 50)["p50_ms"]}
     report = {"kind": "text distillation", "layers": {"teacher": n_teacher, "student": layers}, "layer_map": mapping,
+              "headline": f"distillation: {n_teacher}-layer teacher -> {layers}-layer student (T={temperature}, "
+                          f"alpha={alpha}, {student.fit_.epochs_run} epochs)",
+              "columns": ["teacher", "student"],
               "metric": metric, "teacher_metrics": teacher_metrics, "student_metrics": student_metrics,
-              "parameters": params, "epochs_run": student.fit_.epochs_run, "seconds": student.fit_.seconds}
+              "parameters": params, "latency_batch_1_ms": latency, "epochs_run": student.fit_.epochs_run,
+              "seconds": student.fit_.seconds,
+              "table": [comparison_row(f"validation {metric}", teacher_metrics[metric], student_metrics[metric]),
+                        comparison_row("parameters", params["teacher"], params["student"], ratio=True),
+                        comparison_row("latency b=1 p50", latency["teacher"], latency["student"], ratio=True, unit="ms")]}
     return out, report

@@ -32,7 +32,9 @@ def quantize_int8_dynamic(model: Any) -> Any:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception:
             pre = src
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+        # per-channel scales: one per output column instead of one per matrix. On a fine-tuned MiniLM
+        # per-tensor int8 cost 1.9 points of accuracy on fortunes, per-channel none (decisions.md)
+        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "Gemm"])
         return onnx.load_model(str(dst))
 
