@@ -15,10 +15,10 @@ from waypost.scenarios.image_data import mnist_frame
 def test_mnist_column_is_28px_grayscale_and_round_trips():
     frame = mnist_frame(n_per_class=5, seed=0)
     pre = ImagePreprocessor("image").fit(frame["image"])
-    assert pre.size_ == (32, 32) and pre.channels_ == 1  # 28 rounded to a multiple of 8
+    assert pre.size_ == (28, 28) and pre.channels_ == 1  # the images' own size: no upscaling
     assert "28x28" in pre.decision_.reason and "grayscale" in pre.decision_.reason
     images, kept, skipped = pre.transform(frame["image"])
-    assert images.dtype == np.uint8 and images.shape == (50, 1, 32, 32) and len(kept) == 50 and not skipped
+    assert images.dtype == np.uint8 and images.shape == (50, 1, 28, 28) and len(kept) == 50 and not skipped
     x = pre.normalize(images)
     expected = (images.astype(np.float32) / 255.0 - pre.mean_[0]) / pre.std_[0]
     assert x.dtype == np.float32

@@ -178,6 +178,7 @@ def test_distilled_student_keeps_the_teachers_layers_and_most_of_its_accuracy(mi
     train, test = texts
     student, report = distill_text_predictor(minilm, train.head(300), layers=2, max_epochs=3)
     assert report["layer_map"] == [0, 3] and report["parameters"]["student"] < 0.85 * report["parameters"]["teacher"]
+    assert report["feed_forward"] == "384 of 1536 feed-forward units each"  # narrower, from the teacher's units
     t_acc = minilm.evaluate(test.head(150))["accuracy"]
     s_acc = student.evaluate(test.head(150))["accuracy"]
     assert s_acc >= t_acc - 0.10, (s_acc, t_acc)  # two of six layers, a few epochs on a few hundred texts

@@ -89,7 +89,8 @@ def _requested_encoder(kind: str, task: str, requested: str) -> Decision | None:
     from waypost.models.registry import get
 
     if task == "regression":
-        raise ConfigError(f"{kind} columns train classifiers in this version; regression on {kind} is not supported yet")
+        raise ConfigError(f"{kind} columns train classifiers in this version; regression on {kind} is not supported "
+                          "yet (the target was read as numeric: if it holds class labels, set task: multiclass)")
     if requested == "auto":
         return None
     arch = get(requested)

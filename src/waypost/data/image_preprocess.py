@@ -23,11 +23,15 @@ MAX_SIDE = 224
 
 
 def choose_size(median_hw: tuple[int, int], max_side: int = MAX_SIDE) -> tuple[tuple[int, int], str]:
-    """Train at the images' own median size, rounded to a multiple of 8 and capped: upscaling adds
-    no information, and every doubling of the side costs four times the compute."""
+    """Train at the images' own median size: upscaling adds no information, and every doubling of
+    the side costs four times the compute. Larger images are scaled down to `max_side` on the
+    longer side (rounded to a multiple of 8); tiny ones are brought up to MIN_SIDE."""
     h, w = median_hw
     scale = min(1.0, max_side / max(h, w))
-    out = tuple(int(max(MIN_SIDE, round(v * scale / 8) * 8)) for v in (h, w))
+    if scale < 1.0:
+        out = tuple(int(max(MIN_SIDE, round(v * scale / 8) * 8)) for v in (h, w))
+    else:
+        out = tuple(int(max(MIN_SIDE, v)) for v in (h, w))
     why = f"median image {h}x{w}"
     if scale < 1.0:
         why += f", scaled to at most {max_side} px on the longer side"

@@ -171,7 +171,11 @@ def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
         missing = [c for c in predictor.features_ if c not in data.columns]
         if missing:
             raise DataError(f"export data is missing columns: {missing}")
-        sample = pd.concat([data[list(predictor.features_)].head(256), sample], ignore_index=True)
+        # a seeded sample, not the first rows: class-folder tables are sorted by label, and int8
+        # calibration on one class would clip every other class's activations
+        rows = data[list(predictor.features_)]
+        rows = rows.sample(n=min(256, len(rows)), random_state=0) if len(rows) > 256 else rows
+        sample = pd.concat([rows, sample], ignore_index=True)
     if column:
         fp32, model = _column_graphs(predictor, sample, optimize)
     else:

@@ -1,4 +1,4 @@
-"""Distil a fine-tuned text Transformer into a shallower student (DistilBERT's recipe).
+"""Distil a fine-tuned text Transformer into a shallower, narrower student (DistilBERT's recipe).
 
 The student is the teacher's architecture with fewer layers: same tokenizer and width, its
 embeddings, the teacher's layers taken at even spacing (e.g. layers 0 and 3 of 6 for two) and the
@@ -7,9 +7,12 @@ a random start would need far more data than a fine-tuning set to recover). It t
 alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true) (`DistillationLoss`), every layer
 at one low learning rate (1e-4: the weights are already good, the head included).
 
-Why not narrower: a narrower student cannot start from the teacher's weights, and from scratch it
-loses more than the depth cut saves on a few thousand texts. Depth is where the latency is: each
-layer is a full attention + feed-forward pass.
+Narrower too: each kept layer keeps a quarter of its feed-forward units (`ffn_fraction`), those with the
+largest ||w_in|| * ||w_out|| (structured pruning of the teacher's weights), so the student still
+starts from them. The hidden width stays: every tensor of the embeddings, attention and LayerNorms
+is sized by it, and cutting it would leave nothing of the teacher to start from. Depth cuts the
+most latency (each layer is a full attention + feed-forward pass); the narrower feed-forward block
+(two thirds of a layer's weights) cuts most of what is left.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ STUDENT_LR = 1e-4
 
 
 STUDENT_LAYERS = {"small": 2, "tiny": 1}
+FFN_FRACTION = 0.25  # of the teacher's feed-forward units the student keeps (benchmarks/text.py)
 
 
 def student_layers(student: str | int) -> int:
@@ -43,9 +47,19 @@ def _layer_map(n_teacher: int, n_student: int) -> list[int]:
     return [int(i * step) for i in range(n_student)]
 
 
+def _ffn_keep(state: dict[str, Any], layer_prefix: str, n_keep: int) -> torch.Tensor:
+    """The feed-forward units to keep in one layer: the largest ||w_in|| * ||w_out|| (how much a unit
+    can carry from the attention output to the residual), in their original order."""
+    w_in = state[f"{layer_prefix}.intermediate.dense.weight"]  # (units, hidden)
+    w_out = state[f"{layer_prefix}.output.dense.weight"]  # (hidden, units)
+    score = w_in.norm(dim=1) * w_out.norm(dim=0)
+    return torch.sort(torch.topk(score, n_keep).indices).values
+
+
 def student_state(teacher_net: torch.nn.Module, student_net: torch.nn.Module, mapping: list[int]) -> dict[str, Any]:
     """The student's state dict filled from the teacher: every tensor whose name matches, with the
-    student's layer i taken from the teacher's layer mapping[i]."""
+    student's layer i taken from the teacher's layer mapping[i]. A narrower feed-forward block
+    (BERT-family names) keeps the teacher's most important units (`_ffn_keep`)."""
     from waypost.models.text_encoder import _layer_stack
 
     teacher_state = teacher_net.state_dict()
@@ -53,20 +67,27 @@ def student_state(teacher_net: torch.nn.Module, student_net: torch.nn.Module, ma
     s_layers = _layer_stack(student_net.encoder.model)
     t_prefix = next(n for n, m in teacher_net.named_modules() if m is t_layers)
     s_prefix = next(n for n, m in student_net.named_modules() if m is s_layers)
-    out = {}
+    out, keep = {}, {}
     for name, tensor in student_net.state_dict().items():
-        source = name
+        source, value = name, None
         if name.startswith(s_prefix + "."):
             index, rest = name[len(s_prefix) + 1:].split(".", 1)
-            source = f"{t_prefix}.{mapping[int(index)]}.{rest}"
-        if source not in teacher_state or teacher_state[source].shape != tensor.shape:
+            layer = f"{t_prefix}.{mapping[int(index)]}"
+            source = f"{layer}.{rest}"
+            if source in teacher_state and teacher_state[source].shape != tensor.shape:
+                if rest.startswith("intermediate.dense.") or rest == "output.dense.weight":
+                    idx = keep.setdefault(layer, _ffn_keep(teacher_state, layer, int(tensor.shape[-1 if rest == "output.dense.weight" else 0])))
+                    value = teacher_state[source][:, idx] if rest == "output.dense.weight" else teacher_state[source][idx]
+        if value is None:
+            value = teacher_state.get(source)
+        if value is None or value.shape != tensor.shape:
             raise ConfigError(f"distillation: no teacher weight for student tensor {name!r} (looked for {source!r})")
-        out[name] = teacher_state[source].clone()
+        out[name] = value.clone()
     return out
 
 
 def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, *, layers: int = 2,
-                           temperature: float = 2.0, alpha: float = 0.5,
+                           ffn_fraction: float = FFN_FRACTION, temperature: float = 2.0, alpha: float = 0.5,
                            max_epochs: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(student predictor, report) for a predictor whose selected part is a pretrained text Transformer."""
     from waypost.deploy.distill import DistillationLoss
@@ -91,8 +112,14 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     soft = part.predict_raw(data.train)
     y_train = np.column_stack([soft, data.y_train]).astype(np.float32)
 
+    if not 0.0 < ffn_fraction <= 1.0:
+        raise ConfigError(f"ffn_fraction must be in (0, 1], got {ffn_fraction!r}")
     config = copy.deepcopy(hf.config)
     config.num_hidden_layers = layers
+    if ffn_fraction < 1.0:
+        if not hasattr(config, "intermediate_size"):
+            raise ConfigError(f"a narrower feed-forward block needs a BERT-family teacher; use ffn_fraction=1 for {config.model_type}")
+        config.intermediate_size = max(64, int(config.intermediate_size * ffn_fraction) // 64 * 64)
     cfg = teacher.config_.model_copy(deep=True)
     cfg.training.learning_rate = STUDENT_LR
     cfg.training.weight_histograms = False
@@ -103,6 +130,8 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                         fusion_hidden=part.fusion_hidden, vocab_size=part.vocab_size, max_length=part.max_length,
                         text=part.text, weights=TextWeights("config", None, f"{layers}-layer student of the teacher", config))
     mapping = _layer_map(n_teacher, layers)
+    units = getattr(hf.config, "intermediate_size", None)
+    ffn_text = (f"{config.intermediate_size} of {units} feed-forward units each" if units else "full width")
     student.init_state = student_state(part.net_, student._build(False), mapping)
     loss_text = f"{alpha} * T^2 * KL(teacher_T || student_T) + {1 - alpha:g} * CE(true), T={temperature}"
     student.loss_override = (DistillationLoss(n_classes, temperature, alpha),
@@ -129,7 +158,7 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     params = {"teacher": parameter_count(part.net_), "student": parameter_count(student.net_)}
     out.plan_ = [*teacher.plan_, student.decisions_[-1],
                  Decision("deploy", "distillation", f"student {layers} of {n_teacher} layers",
-                          f"teacher layers {mapping} copied, then trained on soft + true labels ({loss_text}); "
+                          f"teacher layers {mapping} copied ({ffn_text}), then trained on soft + true labels ({loss_text}); "
                           f"{params['student']:,} vs {params['teacher']:,} parameters; validation {metric} "
                           f"{student_metrics[metric]:.4f} vs teacher {teacher_metrics[metric]:.4f}")]
     one = ColumnInputs(tuple(a[:1] for a in data.valid.arrays),
@@ -137,7 +166,8 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     latency = {"teacher": measure_latency(lambda: part.predict_raw(one), 50)["p50_ms"],
                "student": measure_latency(lambda: student.predict_raw(one), 50)["p50_ms"]}
     report = {"kind": "text distillation", "layers": {"teacher": n_teacher, "student": layers}, "layer_map": mapping,
-              "headline": f"distillation: {n_teacher}-layer teacher -> {layers}-layer student (T={temperature}, "
+              "feed_forward": ffn_text,
+              "headline": f"distillation: {n_teacher}-layer teacher -> {layers}-layer student, {ffn_text} (T={temperature}, "
                           f"alpha={alpha}, {student.fit_.epochs_run} epochs)",
               "columns": ["teacher", "student"],
               "metric": metric, "teacher_metrics": teacher_metrics, "student_metrics": student_metrics,
