@@ -216,3 +216,19 @@ def test_scratch_transformer_trains_and_exports_with_a_dynamic_sequence_axis(tex
     import pandas as pd
 
     np.testing.assert_allclose(got, p.predict_proba(pd.DataFrame([short, long])).to_numpy(), atol=1e-4)
+
+
+def test_the_plan_picks_the_text_model_by_weights_size_and_latency_budget(texts):
+    from waypost.config import WaypostConfig
+    from waypost.planning import resolve_job
+
+    train, _ = texts
+    choice = {}
+    for name, text in {"default": {}, "budget": {"latency_budget_ms": 1.0}, "loose": {"latency_budget_ms": 50.0},
+                       "no_weights": {"pretrained": False}}.items():
+        _, plan = resolve_job(train, WaypostConfig.create("category", model={"text": text}))
+        choice[name] = next(d for d in plan if d.subject == "architecture")
+    assert choice["default"].choice == "pretrained_transformer"
+    assert choice["budget"].choice == "bag_of_embeddings" and "latency budget 1 ms" in choice["budget"].reason
+    assert choice["loose"].choice == "pretrained_transformer"
+    assert choice["no_weights"].choice == "bag_of_embeddings"

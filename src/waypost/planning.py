@@ -67,7 +67,8 @@ def resolve_job(df: pd.DataFrame, cfg: WaypostConfig) -> tuple[WaypostConfig, li
     if keep is not None and features[keep].type == "image":
         arch = _image_architecture(df[keep], task, cfg.model.architecture, cfg.model.image.pretrained)
     elif keep is not None:
-        arch = _text_architecture(df[keep], task, cfg.model.architecture, cfg.model.text.pretrained)
+        arch = _text_architecture(df[keep], task, cfg.model.architecture, cfg.model.text.pretrained,
+                                  cfg.model.text.latency_budget_ms)
     else:
         arch = choose_architecture({f.type for f in features.values()}, cfg.model.architecture)
     if cfg.model.architecture != "auto" and cfg.model.reason:
@@ -116,13 +117,15 @@ def _image_architecture(column: pd.Series, task: str, requested: str, pretrained
     return Decision("architecture", "architecture", name, reason)
 
 
-def _text_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto") -> Decision:
-    """The text encoder by data size and the weights at hand
+def _text_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto",
+                       latency_budget_ms: float | None = None) -> Decision:
+    """The text encoder by data size, the weights at hand and the latency budget
     (`waypost.models.text_encoder.choose_text_architecture`)."""
     from waypost.models.text_encoder import choose_text_architecture, resolve_text_weights
 
     fixed = _requested_encoder("text", task, requested)
     if fixed is not None:
         return fixed
-    name, reason = choose_text_architecture(int(column.notna().sum()), resolve_text_weights(pretrained))
+    name, reason = choose_text_architecture(int(column.notna().sum()), resolve_text_weights(pretrained),
+                                            latency_budget_ms)
     return Decision("architecture", "architecture", name, reason)

