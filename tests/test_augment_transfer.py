@@ -15,7 +15,6 @@ from waypost.errors import ConfigError, DataError
 from waypost.scenarios.image_data import mnist_frame
 from waypost.train.augment import (
     AugmentConfig,
-    MixCollate,
     build_batch_transform,
     labels_look_orientation_sensitive,
     mix_batch,
@@ -144,8 +143,7 @@ def test_mixed_targets_are_convex_combinations(photo_tiles: np.ndarray, kind: st
         torch.testing.assert_close(xm[1], lam * x[1] + (1 - lam) * x[0])
     else:  # each pixel comes from one of the pair
         assert torch.logical_or(torch.isclose(xm[1], x[1]), torch.isclose(xm[1], x[0])).all()
-    collate = MixCollate(cfg, 4, seed=3)
-    torch.testing.assert_close(collate(x, y)[1], ys)  # same seed, same mixing
+    torch.testing.assert_close(mix_batch(x, y, cfg, 4, torch.Generator().manual_seed(3))[1], ys)  # same seed, same mixing
 
 
 # ------------------------------------------------------------------------------------ ImageBatches
@@ -165,11 +163,11 @@ def test_image_batches_augment_training_only(digits) -> None:
     x, y = next(iter(batches))
     assert x.shape == (64, 1, 28, 28) and y.shape == (64,)
     assert len(batches) == 4
-    untouched = plain[batches_order_first(batches, images, labels)]
+    untouched = plain[batches_order_first(batches, images)]
     assert not torch.allclose(x, untouched)
 
 
-def batches_order_first(batches: ImageBatches, images: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+def batches_order_first(batches: ImageBatches, images: np.ndarray) -> torch.Tensor:
     """The rows of the first training batch of a fresh instance with the same seed."""
     g = torch.Generator().manual_seed(0)
     return torch.randperm(len(images), generator=g)[: batches.batch_size]
@@ -375,3 +373,30 @@ def test_image_config_rejects_a_quoted_boolean():
 
     with pytest.raises(ConfigError, match="model.image.pretrained"):
         WaypostConfig.create("y", model={"image": {"pretrained": "false"}})
+
+
+def test_focal_loss_takes_the_soft_targets_mixup_makes():
+    from waypost.train.losses import FocalLoss
+
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    for weight in (None, torch.tensor([1.0, 2.0, 0.5])):
+        loss = FocalLoss(2.0, weight)
+        torch.testing.assert_close(loss(logits, F.one_hot(y, 3).float()), loss(logits, y))  # one-hot = hard
+    mixed = 0.7 * F.one_hot(y, 3).float() + 0.3 * F.one_hot(y.roll(1), 3).float()
+    assert torch.isfinite(FocalLoss(2.0)(logits, mixed))
+
+
+def test_oversampling_reaches_the_image_and_text_batches():
+    from waypost.config import TrainingConfig
+    from waypost.models.image_model import ImageModel
+    from waypost.models.text_model import TextModel
+    from waypost.train.batches import balanced_sample_weights
+
+    y = np.array([0] * 90 + [1] * 10)
+    for model in (ImageModel(task="binary", n_classes=2, arch="small_cnn", training=TrainingConfig(imbalance="oversample")),
+                  TextModel(task="binary", n_classes=2, arch="bag_of_embeddings", vocab_size=50, max_length=8,
+                            training=TrainingConfig(imbalance="oversample"))):
+        decision = model._loss(y)
+        assert "oversampled" in decision.reason
+        np.testing.assert_array_equal(model.sample_weights_, balanced_sample_weights(y))

@@ -13,7 +13,7 @@ from PIL import Image
 
 from waypost.data.image_folder import is_image_folder, list_images, table_from_folder
 from waypost.data.images import (
-    describe_images,
+    image_column_stats,
     load_image,
     load_images,
     resize_box,
@@ -159,20 +159,20 @@ def test_skip_bad_images_reports_them(digits: pd.DataFrame, tmp_path: Path) -> N
         load_images(series.iloc[[1, 3]], size=14, channels=1, on_bad_image="skip")
 
 
-def test_describe_images_reports_sizes(digits: pd.DataFrame, photo: Path, tmp_path: Path) -> None:
-    stats = describe_images(digits["image"])
+def test_image_column_stats_report_sizes(digits: pd.DataFrame, photo: Path, tmp_path: Path) -> None:
+    stats = image_column_stats(digits["image"]).to_dict()
     assert stats["count"] == 30 and stats["channels"] == 1
     assert stats["width"] == {"min": 28, "median": 28, "max": 28}
     assert stats["summary"] == "30 images, 28x28 grayscale"
     flower = photo.with_name("flower.jpg")
     mixed = pd.Series([str(photo), flower.read_bytes(), digits["image"].iloc[0], None, str(tmp_path / "x.png")])
-    stats = describe_images(mixed)
+    stats = image_column_stats(mixed).to_dict()
     assert stats["count"] == 4 and stats["missing"] == 1 and stats["unreadable"] == 1
     assert stats["grayscale"] == 1 and stats["rgb"] == 2 and stats["channels"] == 3
     assert stats["width"] == {"min": 28, "median": 640, "max": 640}
     assert stats["height"] == {"min": 28, "median": 427, "max": 427}
     assert stats["formats"] == {"JPEG": 2, "array": 1}
-    assert describe_images(pd.Series([str(photo)] * 200), sample=8)["sampled"] == 8
+    assert image_column_stats(pd.Series([str(photo)] * 200), sample=8).to_dict()["sampled"] == 8
 
 
 def test_table_from_folder_round_trips_mnist_labels(digits: pd.DataFrame, tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_fashion_mnist_reads_debian_idx_files() -> None:
     assert len(test) == 50 and test["label"].nunique() == 10
     image = test["image"].iloc[0]
     assert image.shape == (28, 28) and image.dtype == np.uint8
-    assert describe_images(test["image"])["summary"] == "50 images, 28x28 grayscale"
+    assert image_column_stats(test["image"]).to_dict()["summary"] == "50 images, 28x28 grayscale"
 
 
 def test_runtime_decodes_images_without_pandas_or_torch(tmp_path) -> None:

@@ -117,7 +117,7 @@ def test_int8_and_fp16_reports(default_blend, tmp_path):
     p, test = default_blend
     report = p.export(tmp_path / "q", optimize="int8", data=test)
     m = report["metrics"]
-    assert m["primary"] == "accuracy" and abs(m["drop"]) <= 0.01 and "warning" not in report
+    assert m["primary"] == "roc_auc" and abs(m["drop"]) <= 0.01 and "warning" not in report  # binary: headline_metric
     assert report["size_bytes"] < report["fp32"]["size_bytes"]
     assert rt.load(tmp_path / "q").manifest["model"]["optimize"] == "int8"
     half = p.export(tmp_path / "h", optimize="fp16", data=test)

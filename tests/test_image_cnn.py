@@ -8,8 +8,8 @@ import torch
 pytest.importorskip("timm")
 
 from waypost.errors import ConfigError  # noqa: E402
+from waypost.models.fusion import EncoderClassifier  # noqa: E402
 from waypost.models.image_cnn import (  # noqa: E402
-    ImageClassifier,
     ImageEncoder,
     build_image_classifier,
     choose_image_architecture,
@@ -137,41 +137,48 @@ def test_freeze_and_unfreeze_top_stages() -> None:
     enc = ImageEncoder("resnet18", pretrained=False)
     stages = enc.stages()
     assert len(stages) == 5 and stages[0][0] is enc.model.conv1.weight  # stem first
-    enc.freeze_backbone()
-    assert not any(p.requires_grad for p in enc.parameters())
+    from waypost.train.transfer import FreezeBN, TransferPlan, apply_phase
+
+    plan = TransferPlan(freeze_epochs=1, unfreeze_stages=1, bn_mode="freeze_frozen")
+    bn = FreezeBN(enc, plan.bn_mode)
     enc.train()
+    assert apply_phase(enc, plan, 0, bn) == set(range(5))  # epoch 0: head alone
+    assert not any(p.requires_grad for p in enc.parameters())
     assert not enc.model.bn1.training  # frozen BatchNorm keeps its running statistics
-    enc.unfreeze_top(1)
+    assert apply_phase(enc, plan, 1, bn) == set(range(4))  # then the top stage opens
     assert all(p.requires_grad for p in stages[-1])
     assert not any(p.requires_grad for s in stages[:-1] for p in s)
     assert enc.model.layer4[0].bn1.training and not enc.model.layer3[0].bn1.training
     # the optimizer groups training uses (train.transfer) over this encoder's stages
-    from waypost.train.transfer import TransferPlan, param_groups, stage_lrs
+    from waypost.train.transfer import param_groups, stage_lrs
 
     head = torch.nn.Linear(enc.out_dim, 3)
     groups = param_groups(enc, head, 1e-3, 0.0, TransferPlan(layer_decay=0.1))
     trainable = {round(g["lr"], 12) for g in groups if any(p.requires_grad for p in g["params"])}
     assert trainable == {1e-3}  # only the head and the unfrozen top stage, both at the top rate
     assert sum(len(g["params"]) for g in groups) == len(list(enc.parameters())) + 2
-    enc.unfreeze_top(10)
+    apply_phase(enc, TransferPlan(freeze_epochs=1, unfreeze_stages=None), 1, bn)  # all stages open
     assert all(p.requires_grad for p in enc.parameters())
     assert stage_lrs(len(stages), 1.0, TransferPlan(layer_decay=0.5)) == pytest.approx([0.0625, 0.125, 0.25, 0.5, 1])
 
 
 def test_28px_inputs() -> None:
     scratch = build_image_classifier("resnet18", num_classes=10, in_chans=1, pretrained=False, image_size=(28, 28))
-    assert isinstance(scratch, ImageClassifier)
+    assert isinstance(scratch, EncoderClassifier)
     assert scratch.encoder.small_mode == "cifar_stem" and "CIFAR stem" in scratch.reason
     assert scratch.encoder.model.conv1.stride == (1, 1)
     with torch.no_grad():
         assert scratch.eval()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
-    if packaged_path("mobilenetv2_100") is not None:
-        tuned = build_image_classifier("mobilenetv2_100", num_classes=10, in_chans=1, image_size=(28, 28))
-        assert tuned.encoder.small_mode == "upscale" and "upscaled inside the model to a 96 px" in tuned.reason
-        assert "first conv to 1 input channel" in tuned.reason
-        assert tuned.encoder.resize_input(torch.zeros(1, 1, 28, 28)).shape[-2:] == (96, 96)
-        with torch.no_grad():
-            assert tuned.eval()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_28px_inputs_to_pretrained_weights_are_upscaled() -> None:
+    _need_packaged("mobilenetv2_100")
+    tuned = build_image_classifier("mobilenetv2_100", num_classes=10, in_chans=1, image_size=(28, 28))
+    assert tuned.encoder.small_mode == "upscale" and "upscaled inside the model to a 96 px" in tuned.reason
+    assert "first conv to 1 input channel" in tuned.reason
+    assert tuned.encoder.resize_input(torch.zeros(1, 1, 28, 28)).shape[-2:] == (96, 96)
+    with torch.no_grad():
+        assert tuned.eval()(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 
 def test_choose_image_architecture_reasons() -> None:
@@ -193,13 +200,24 @@ def test_choose_image_architecture_reasons() -> None:
 def test_registry_entries() -> None:
     from waypost.models import registry
 
-    import waypost.models.image_cnn  # noqa: F401  (registers; the lead adds it to the import list)
-
-    names = {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_lite0",
-             "mobilenetv2_100", "vit_tiny_patch16_224"}
-    entries = {a.name: a for a in registry._REGISTRY.values() if "image" in a.data_types}
+    names = {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+             "efficientnet_b3", "efficientnet_lite0", "mobilenetv2_100", "vit_tiny_patch16_224"}
+    entries = {a.name: a for a in registry.list_architectures("image")}
     assert names <= set(entries)
     assert all(entries[n].requires == ("timm",) and entries[n].reason for n in names)
-    net = entries["vit_tiny_patch16_224"].factory(num_classes=3, pretrained=False, image_size=(64, 64))
-    with torch.no_grad():
-        assert net.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    for name in ("vit_tiny_patch16_224", "efficientnet_b3"):
+        net = entries[name].factory(num_classes=3, pretrained=False, image_size=(64, 64))
+        with torch.no_grad():
+            assert net.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 3), name
+
+
+def test_named_weights_decide_the_architecture_or_ask_for_it() -> None:
+    import pandas as pd
+
+    from waypost.planning import _image_architecture
+
+    photos = pd.Series([np.zeros((64, 64, 3), np.uint8)] * 10)
+    chosen = _image_architecture(photos, "multiclass", "auto", "timm/resnet50.a1_in1k")
+    assert chosen.choice == "resnet50" and "resnet50.a1_in1k" in chosen.reason
+    with pytest.raises(ConfigError, match="set model.architecture"):
+        _image_architecture(photos, "multiclass", "auto", "/tmp/some_weights.safetensors")

@@ -77,7 +77,7 @@ def test_image_bundle_matches_the_model_without_torch(fitted, digits, tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     np.testing.assert_allclose(np.array(json.loads(out.stdout)), got[:20], atol=1e-4)
-    q = fitted.export(tmp_path / "q", optimize="int8", data=rows.assign(label=rows["label"]))
+    q = fitted.export(tmp_path / "q", optimize="int8", data=rows)
     assert q["metrics"]["primary"] == "accuracy" and q["metrics"]["drop"] <= 0.01, q["metrics"]
     assert any(n.op_type == "QuantizeLinear" for n in __import__("onnx").load(str(tmp_path / "q" / "model.onnx")).graph.node)
 

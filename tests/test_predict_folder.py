@@ -15,18 +15,11 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
 
-from test_serve_images import shared_image_bundle  # noqa: E402
-
 from waypost.cli import app  # noqa: E402
 from waypost.data.image_folder import list_images  # noqa: E402
 from waypost.errors import DataError  # noqa: E402
 from waypost.scenarios.image_data import write_image_folder  # noqa: E402
-from waypost.serve.batch import batch_job, iter_image_files  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def image_bundle(tmp_path_factory):
-    return shared_image_bundle(tmp_path_factory)
+from waypost.serve.batch import batch_job  # noqa: E402
 
 
 @pytest.fixture
@@ -93,14 +86,14 @@ def test_a_folder_needs_an_image_only_model(tmp_path, photos):
         batch_job(image, tmp_path / "empty")
 
 
-def test_streamed_listing_has_list_images_order(tmp_path):
+def test_folder_listing_is_code_point_order_and_does_not_loop(tmp_path):
     root = (tmp_path / "tricky").resolve()
     for rel in ("a.png", "a/b.png", "a b/c.png", "a0.png", "A/z.JPG", "a/.x.png", ".git/y.png", "a/n.txt", "é/1.png"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
-    streamed = list(iter_image_files(root))
-    assert streamed == list_images(root)["image"].tolist()
-    assert [Path(p).relative_to(root).as_posix() for p in streamed] == [
+    listed = list_images(root)["image"].tolist()
+    # code-point order of the relative paths, as if all were sorted at once ("a b/" < "a.png" < "a/")
+    assert [Path(p).relative_to(root).as_posix() for p in listed] == [
         "A/z.JPG", "a b/c.png", "a.png", "a/b.png", "a0.png", "é/1.png"]
     (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # back into an ancestor: not followed
-    assert list(iter_image_files(root)) == streamed
+    assert list_images(root)["image"].tolist() == listed

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,8 +22,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("prometheus_client")
 
-import uvicorn  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from servers import ThreadServer, free_port, metrics_of, running  # noqa: E402
 
 from waypost.errors import DataError  # noqa: E402
 from waypost.serve.app import create_app, settings_from_env, settings_to_env  # noqa: E402
@@ -61,39 +56,6 @@ def _records(frame) -> list[dict]:
     return json_records(frame)
 
 
-class ThreadServer:
-    """uvicorn on 127.0.0.1, on a socket bound to a free port, in a daemon thread."""
-
-    def __init__(self, app):
-        self.app = app
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> ThreadServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn thread died during start-up"
-            assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
-
-    @property
-    def state(self):
-        return self.app.state.waypost
-
-
 @pytest.fixture
 def serve(penguins):
     """serve(**create_app kwargs) -> a running ThreadServer; stopped after the test."""
@@ -109,46 +71,11 @@ def serve(penguins):
         server.__exit__(None, None, None)
 
 
-def _metrics(client: httpx.Client) -> dict[tuple[str, tuple], float]:
-    resp = client.get("/metrics")
-    assert resp.status_code == 200
-    assert resp.headers["content-type"].startswith("text/plain")
-    out = {}
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-3000:]}")
-        try:
-            if httpx.get(url + "/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready after {timeout} s")
-
-
-def _spawn_serve(bundle: Path, port: int, **kwargs) -> subprocess.Popen:
+def _serve_argv(bundle: Path, port: int, **kwargs) -> list[str]:
+    """`waypost serve`'s function in a subprocess (settings as JSON), for `servers.running`."""
     args = {"host": "127.0.0.1", "port": port, "log_level": "warning", **kwargs}
-    code = (
-        "import json, sys; from waypost.serve.cli import serve; "
-        f"serve({str(bundle)!r}, **json.loads(sys.argv[1]))"
-    )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", code, json.dumps(args)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = "import json, sys; from waypost.serve.cli import serve; " f"serve({str(bundle)!r}, **json.loads(sys.argv[1]))"
+    return [sys.executable, "-c", code, json.dumps(args)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +121,7 @@ def test_concurrent_requests_are_batched_and_answered_in_order(penguins, serve):
     assert [r.status_code for r in responses] == [200] * len(records)
     assert [r.json()["predictions"][0] for r in responses] == expected
     with httpx.Client(base_url=server.url) as client:
-        m = _metrics(client)
+        m = metrics_of(client)
     n_batches = m[("waypost_batch_size_rows_count", ())]
     assert m[("waypost_batch_size_rows_sum", ())] == len(records)
     assert m[("waypost_rows_predicted_total", ())] == len(records)
@@ -229,7 +156,7 @@ def test_validation_errors_are_422_naming_the_field(penguins, serve):
             assert "body" in resp.json()["message"]
         # an explicit null is a missing value, not an error
         assert client.post("/predict", json={k: None for k in good}).status_code == 200
-        m = _metrics(client)
+        m = metrics_of(client)
     assert m[("waypost_errors_total", (("kind", "validation"),))] == len(cases) + 3
     assert m[("waypost_requests_total", (("endpoint", "/predict"), ("status", "422")))] == len(cases) + 3
 
@@ -255,7 +182,7 @@ def test_body_over_the_limit_is_413(penguins, serve):
         streamed = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413, streamed.text
         assert "content-length" not in streamed.request.headers
-        m = _metrics(client)
+        m = metrics_of(client)
     assert m[("waypost_errors_total", (("kind", "too_large"),))] == 2
     assert m[("waypost_requests_total", (("endpoint", "/predict"), ("status", "413")))] == 2
 
@@ -271,7 +198,7 @@ def test_api_key(penguins, serve):
         assert client.post("/predict", json=record, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert client.get("/health").status_code == 200  # probes need no key
         assert client.get("/ready").status_code == 200
-        m = _metrics(client)
+        m = metrics_of(client)
         spec = client.get("/openapi.json").json()
     assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 2
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
@@ -303,7 +230,7 @@ def test_full_queue_answers_503_with_retry_after(penguins, serve):
             assert int(r.headers["Retry-After"]) >= 1
             assert "queue is full" in r.json()["message"]
     with httpx.Client(base_url=server.url) as client:
-        m = _metrics(client)
+        m = metrics_of(client)
     assert m[("waypost_errors_total", (("kind", "overloaded"),))] == codes.count(503)
     assert m[("waypost_queue_depth", ())] == 0
 
@@ -337,7 +264,7 @@ def test_runtime_errors_become_422_or_500(penguins, serve):
         boom = client.post("/predict", json={**base, "island": "Torgersen"})
         assert boom.status_code == 500 and "boom" not in boom.text  # no internals leak
         assert client.get("/health").status_code == 200
-        m = _metrics(client)
+        m = metrics_of(client)
     assert m[("waypost_errors_total", (("kind", "internal"),))] == 1
     assert m[("waypost_errors_total", (("kind", "validation"),))] == 2
 
@@ -364,7 +291,7 @@ def test_health_ready_info_and_openapi(penguins, serve):
         info = client.get("/info").json()
         spec = client.get("/openapi.json").json()
         assert client.get("/docs").status_code == 200
-        m = _metrics(client)
+        m = metrics_of(client)
     assert info["features"] == server.state.bundle.features
     assert info["classes"] == list(predictor.classes_)
     record = spec["components"]["schemas"]["PredictRecord"]
@@ -475,11 +402,10 @@ def test_serve_checks_its_arguments(tmp_path, penguins):
 def test_prediction_log_survives_sigkill(penguins, tmp_path):
     predictor, bundle_dir, test = penguins
     log_path = tmp_path / "logs" / "predictions.sqlite"
-    port = _free_port()
-    proc = _spawn_serve(bundle_dir, port, log_path=str(log_path))
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
+    argv = _serve_argv(bundle_dir, port, log_path=str(log_path))
+    with running(argv, ready_url=url + "/ready", cwd=ROOT, stop_signal=signal.SIGKILL) as proc:
         records = _records(test)[:30]
         with httpx.Client(base_url=url, timeout=10) as client:
             for r in records[:10]:
@@ -492,9 +418,6 @@ def test_prediction_log_survives_sigkill(penguins, tmp_path):
         while log.count() < 60 and time.monotonic() < deadline:  # the writer commits every 200 ms
             time.sleep(0.05)
         assert log.count() == 60
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
     rows = PredictionLog(log_path).read()
     assert len(rows) == 60
@@ -512,11 +435,10 @@ def test_prediction_log_survives_sigkill(penguins, tmp_path):
 @pytest.mark.slow
 def test_workers_share_settings_and_metrics(penguins, tmp_path):
     _, bundle_dir, test = penguins
-    port = _free_port()
-    proc = _spawn_serve(bundle_dir, port, workers=2, api_key="k2", log_path="none", max_batch_size=8)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
+    argv = _serve_argv(bundle_dir, port, workers=2, api_key="k2", log_path="none", max_batch_size=8)
+    with running(argv, ready_url=url + "/ready", cwd=ROOT):
         record = _records(test)[0]
         with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": "k2"}) as client:
             codes = [client.post("/predict", json=record).status_code for _ in range(20)]
@@ -524,16 +446,9 @@ def test_workers_share_settings_and_metrics(penguins, tmp_path):
             assert httpx.post(url + "/predict", json=record).status_code == 401
             info = client.get("/info").json()
             assert info["max_batch_size"] == 8 and info["prediction_log"] is None
-            m = _metrics(client)  # whichever worker answers, the counters add up both
+            m = metrics_of(client)  # whichever worker answers, the counters add up both
             assert m[("waypost_rows_predicted_total", ())] == 20
             assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 1
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
@@ -581,7 +496,7 @@ def test_columnar_endpoint_matches_the_predictor_and_names_bad_fields(penguins, 
         unknown = client.post("/predict/columns", json={"columns": {**columns, "colour": columns["island"]}})
         ragged = client.post("/predict/columns", json={"columns": {**columns, "island": columns["island"][:3]}})
         shape = client.post("/predict/columns", json=records[:2])
-        metrics = _metrics(client)
+        metrics = metrics_of(client)
     assert body["predictions"] == list(predictor.predict(test))
     expected = predictor.predict_proba(test)
     got = np.array([body["probabilities"][str(c)] for c in expected.columns]).T

@@ -2,14 +2,13 @@
 
 The bundle is a small CNN trained on real MNIST digits (mlxtend) for two epochs: accuracy does not
 matter here, only that the server answers exactly what the bundle answers on the same bytes.
-`image_bundle` is shared with test_predict_folder.py through `shared_image_bundle`, so the model is
-trained once per session.
+`image_bundle` (conftest.py) is shared with test_predict_folder.py, so the model is trained once per
+session.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import sys
 from pathlib import Path
 
@@ -22,45 +21,10 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("mlxtend")
 
-from servers import free_port, running  # noqa: E402
-from test_serve import ThreadServer, _metrics  # noqa: E402
+from servers import ThreadServer, free_port, metrics_of, running  # noqa: E402
 
 from waypost.serve.app import create_app  # noqa: E402
 from waypost.serve.schema import RecordSchema, RequestError  # noqa: E402
-
-_SHARED: dict[str, object] = {}
-
-
-def shared_image_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """Train and export once per session: {"bundle": dir, "model": dir, "test": frame, "pngs": [bytes]}."""
-    if not _SHARED:
-        from PIL import Image
-
-        from waypost import Predictor
-        from waypost.scenarios.image_data import mnist_frame
-
-        df = mnist_frame(n_per_class=30, seed=0)
-        train = df.groupby("label", group_keys=False).head(20)
-        test = df.drop(train.index).reset_index(drop=True)  # 10 unseen digits per class
-        config = {"training": {"max_epochs": 2}, "model": {"architecture": "small_cnn"},
-                  "tracking": {"enabled": False}}
-        predictor = Predictor(target="label", preset="fast", config=config, track=False, verbose=False).fit(train)
-        root = tmp_path_factory.mktemp("image-bundle")
-        predictor.export(root / "bundle")
-        predictor.save(root / "model")
-        pngs = []
-        for arr in test["image"]:
-            buf = io.BytesIO()
-            Image.fromarray(arr).save(buf, format="PNG")
-            pngs.append(buf.getvalue())
-        _SHARED.update(bundle=root / "bundle", model=root / "model", test=test, pngs=pngs)
-    return _SHARED
-
-
-@pytest.fixture(scope="module")
-def image_bundle(tmp_path_factory):
-    return shared_image_bundle(tmp_path_factory)
-
 
 def _b64(blob: bytes) -> str:
     return base64.b64encode(blob).decode()
@@ -149,7 +113,7 @@ def test_file_paths_are_refused_and_never_read(image_bundle, tmp_path, monkeypat
         }
         corrupt = client.post("/predict", json={"image": _b64(png[:60])})  # PNG magic, truncated data
         ok = client.post("/predict", json={"image": _b64(png)})
-        m = _metrics(client)
+        m = metrics_of(client)
     for name, resp in refused.items():
         assert resp.status_code == 422, (name, resp.text)
     for name in ("abs path", "base64-looking path", "file url", "not an image"):

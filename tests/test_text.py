@@ -4,6 +4,7 @@ the tokenizer's JSON run without torch, and hub-style Transformers built from a 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,9 +15,6 @@ import pytest
 from waypost import Predictor
 
 from waypost.scenarios import text_data as fortunes
-
-pytestmark = pytest.mark.skipif(not __import__("os").path.isdir(fortunes.FORTUNES_DIR),
-                                reason="Debian fortunes not installed (apt-get install fortunes fortunes-min)")
 
 TEXT_BLOCKER = textwrap.dedent("""
     import importlib.abc, sys
@@ -31,6 +29,8 @@ TEXT_BLOCKER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def texts():
+    if not os.path.isdir(fortunes.FORTUNES_DIR):  # only the tests that read fortunes skip without them
+        pytest.skip("Debian fortunes not installed (apt-get install fortunes fortunes-min)")
     df = fortunes.fortunes_frame(["computers", "politics", "science"]).sample(frac=1.0, random_state=0)
     return df.iloc[:900].reset_index(drop=True), df.iloc[1200:1500].reset_index(drop=True)
 
@@ -135,7 +135,7 @@ def test_hub_style_transformers_built_from_a_config_train_step_and_export(family
 
     from waypost.deploy.onnx_graph import export_text_net
     from waypost.models.text_encoder import PretrainedTextEncoder, resolve_text_weights
-    from waypost.models.image_cnn import EncoderClassifier
+    from waypost.models.fusion import EncoderClassifier
 
     config = (BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=64) if family == "bert" else
@@ -167,9 +167,10 @@ def test_hub_name_not_in_the_cache_is_a_clear_error_offline(monkeypatch):
     from waypost.errors import ConfigError
     from waypost.models.text_encoder import resolve_text_weights
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
-        resolve_text_weights("bert-base-uncased-not-cached-here")
+    for value in ("1", "on"):  # the same reading as the image weights (pretrained.hub_offline)
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        with pytest.raises(ConfigError, match="not in the Hugging Face cache"):
+            resolve_text_weights("bert-base-uncased-not-cached-here")
 
 
 def test_distilled_student_keeps_the_teachers_layers_and_most_of_its_accuracy(minilm, texts, tmp_path):

@@ -121,3 +121,19 @@ def test_time_limit_stops_training():
 
 def test_auto_batch_size_bounds():
     assert auto_batch_size(100) == 16 and auto_batch_size(10_000) == 512 and auto_batch_size(2_000) == 128
+
+
+def test_length_bucketing_keeps_every_row_and_groups_similar_lengths():
+    lengths = np.random.default_rng(0).integers(1, 200, size=1000)
+    rows = torch.arange(1000)
+    train = TensorBatches((rows,), 10, shuffle=True, seed=0, lengths=lengths)
+    epoch1 = [b[0] for b in train]
+    epoch2 = torch.cat([b[0] for b in train])
+    assert sorted(torch.cat(epoch1).tolist()) == list(range(1000))  # every row once per epoch
+    assert not torch.equal(torch.cat(epoch1), epoch2)  # a new order each epoch
+    spread = np.mean([np.ptp(lengths[b.numpy()]) for b in epoch1])
+    plain = TensorBatches((rows,), 10, shuffle=True, seed=0)
+    spread_plain = np.mean([np.ptp(lengths[b[0].numpy()]) for b in plain])
+    assert spread < spread_plain / 5, (spread, spread_plain)  # batches pad to far less
+    valid = torch.cat([b[0] for b in TensorBatches((rows,), 64, lengths=lengths)])
+    assert (np.diff(lengths[valid.numpy()]) >= 0).all()  # evaluation: sorted outright

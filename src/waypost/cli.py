@@ -17,7 +17,7 @@ except ImportError:  # `pip install waypost[runtime]` alone has no command line
 from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE  # noqa: E402
 
 app = typer.Typer(
-    help="waypost: from a table to a tracked, saved, evaluated (and soon deployed) model.",
+    help="waypost: from a table to a tracked, evaluated model, exported as a bundle and served.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -302,7 +302,7 @@ def _distill(teacher: Path, data: Path, output: Path, student: str, temperature:
 def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
     lat = report["latency"]
     rows = {"optimize": report["optimize"], "size (KiB)": f"{report['size_bytes'] / 1024:.1f}",
-            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", f"rows/s (batch {lat.get('batch_rows', 1024)})": f"{lat['rows_per_s_batch1024']:,.0f}",
+            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", f"rows/s (batch {lat['batch_rows']})": f"{lat['rows_per_s_batch']:,.0f}",
             "max |diff| vs model": f"{report['max_abs_diff_vs_model']:.2e}"}
     if "fp32" in report:
         ref = report["fp32"]

@@ -42,6 +42,7 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
     from waypost.data.io import read_table
     from waypost.data.preprocess import TabularPreprocessor
     from waypost.data.target import TargetEncoder, drop_missing_target
+    from waypost.metrics import raw_metrics
     from waypost.planning import require_target, resolve_job
 
     started = time.perf_counter()
@@ -72,9 +73,9 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         valid_df, _ = drop_missing_target(valid_df, cfg.target)
         plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
 
-    if any(f.type in ("image", "text") for f in cfg.features.values()):
-        from waypost.fitting_column import fit_column_predictor
+    from waypost.fitting_column import COLUMN_KINDS, fit_column_predictor
 
+    if any(f.type in COLUMN_KINDS for f in cfg.features.values()):
         fit_column_predictor(predictor, cfg, plan, train_df, valid_df, full_train, train_data, started)
         return
 
@@ -150,8 +151,8 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         mlp_part = parts.get("mlp")
         predictor.history_ = mlp_part.fit_.history if mlp_part is not None else {}
         # the selected model's validation output, from the part predictions already in hand
-        valid_raw = sum(w * val_raw[name] for name, w in model.weights.items() if w > 0)
-        predictor.validation_metrics_ = validation_metrics(predictor, valid_raw, y_valid)
+        valid_raw = model.combine(val_raw)
+        predictor.validation_metrics_ = raw_metrics(predictor, valid_raw, y_valid)
 
         from waypost.track.lineage import collect_lineage
 
@@ -161,16 +162,6 @@ def fit_predictor(predictor: Any, train_data: Any, valid_data: Any | None) -> No
         predictor.registered_model_ = None
         _log_run(predictor, tracker, valid_raw, y_valid, mlp_part)
         _console(predictor, f"[bold green]selected[/] {selected}: {selection.reason}")
-
-
-def validation_metrics(predictor: Any, raw: np.ndarray, y_valid: np.ndarray) -> dict[str, float]:
-    """`evaluate`'s metrics from outputs already computed on the encoded validation targets."""
-    from waypost.metrics import classification_metrics, regression_metrics
-
-    if predictor.task_ == "regression":
-        decode = predictor.target_encoder_.inverse_transform
-        return regression_metrics(decode(y_valid), decode(raw))
-    return classification_metrics(y_valid, raw)
 
 
 def _log_run(predictor: Any, tracker: Any, raw: np.ndarray, y_valid: np.ndarray, part: Any) -> None:
@@ -249,7 +240,7 @@ def load_predictor(cls: type, path: Path) -> Any:
         predictor = cls(cfg.target, config=cfg, verbose=False)
         predictor.config_, predictor.target_, predictor.task_ = cfg, manifest["target"], manifest["task"]
         predictor.features_ = dict(manifest["features"])
-        if manifest["preprocessor"].get("kind") in ("image_frame", "text_frame"):
+        if str(manifest["preprocessor"].get("kind")).endswith("_frame"):  # an image or text column
             from waypost.data.frame_preprocess import ColumnFramePreprocessor
 
             predictor.preprocessor_ = ColumnFramePreprocessor.from_state(manifest["preprocessor"])

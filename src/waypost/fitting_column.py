@@ -22,7 +22,7 @@ def _image_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, A
     from waypost.data.image_preprocess import ImagePreprocessor
     from waypost.models.image_model import ImageModel
 
-    pre = ImagePreprocessor(column, size=cfg.model.image.size, on_bad_image=cfg.data.on_bad_image).fit(train_df[column])
+    pre = ImagePreprocessor(column, size=cfg.model.image.size).fit(train_df[column])
 
     def model(**common: Any) -> Any:
         return ImageModel(in_chans=pre.channels_, image_size=pre.size_, image=cfg.model.image, **common)
@@ -37,19 +37,9 @@ def _text_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, An
 
     text = cfg.model.text
     weights = resolve_text_weights(text.pretrained if cfg.model.architecture == "pretrained_transformer" else False)
-    tokenizer_json, model_limit = weights.tokenizer_json(), None
-    if weights.pretrained:
-        import json
-
-        from transformers import AutoConfig
-
-        # the checkpoint's own limit: positions it has embeddings for, and the length its tokenizer was
-        # configured to truncate at (128 for all-MiniLM-L6-v2: it was trained on short texts)
-        limits = [getattr(AutoConfig.from_pretrained(weights.name), "max_position_embeddings", None),
-                  (json.loads(tokenizer_json or "{}").get("truncation") or {}).get("max_length")]
-        model_limit = min((int(v) for v in limits if v), default=None)
-    pre = TextPreprocessor(column, tokenizer_json=tokenizer_json, max_length=text.max_length,
-                           vocab_size=text.vocab_size, model_limit=model_limit).fit(train_df[column])
+    tokenizer_json = weights.tokenizer_json()
+    pre = TextPreprocessor(column, tokenizer_json=tokenizer_json, max_length=text.max_length, vocab_size=text.vocab_size,
+                           model_limit=weights.length_limit(tokenizer_json)).fit(train_df[column])
 
     def model(**common: Any) -> Any:
         return TextModel(vocab_size=pre.vocab_size_, max_length=pre.max_length_, text=text, weights=weights, **common)
@@ -62,11 +52,12 @@ COLUMN_KINDS = {"image": _image_column, "text": _text_column}
 
 def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df: pd.DataFrame,
                          valid_df: pd.DataFrame, full_train: pd.DataFrame, train_data: Any, started: float) -> None:
-    from waypost.data.frame_preprocess import ColumnFramePreprocessor, ColumnInputs
+    from waypost.data.frame_preprocess import ColumnFramePreprocessor
     from waypost.data.preprocess import TabularPreprocessor
     from waypost.data.target import TargetEncoder
     from waypost.ensemble.blend import BlendModel, validation_loss
-    from waypost.fitting import _console, _log_run, run_tracker, validation_metrics
+    from waypost.fitting import _console, _log_run, run_tracker
+    from waypost.metrics import raw_metrics
     from waypost.track.lineage import collect_lineage
 
     column, kind = next((name, f.type) for name, f in cfg.features.items() if f.type in COLUMN_KINDS)
@@ -76,8 +67,13 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
     plan.insert(1, column_pre.decision_)
     if kind == "text" and cfg.model.text.augment.enabled:
         train_df = _augment_texts(train_df, column, cfg, plan)
-    x_train, kept_tr, skipped_tr = column_pre.transform(train_df[column])
-    x_valid, kept_va, skipped_va = column_pre.transform(valid_df[column])
+    # the tabular preprocessor is fitted on every training row (a bad image does not make its other
+    # columns wrong); the frame then drops the rows whose image is skipped, in every view at once
+    tab_pre = TabularPreprocessor(tab_features).fit(train_df) if tab_features else None
+    frame = ColumnFramePreprocessor(column, column_pre, tab_pre)
+    policy = {"on_bad_image": cfg.data.on_bad_image} if kind == "image" else {}
+    x_train, kept_tr, skipped_tr = frame.transform_rows(train_df, **policy)
+    x_valid, kept_va, skipped_va = frame.transform_rows(valid_df, **policy)
     skipped = skipped_tr + skipped_va
     if skipped:
         plan.append(Decision("data", f"column '{column}'", f"{len(skipped)} skipped",
@@ -85,19 +81,13 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
     train_df, valid_df = train_df.iloc[kept_tr], valid_df.iloc[kept_va]
     encoder = TargetEncoder(task).fit(train_df[cfg.target])
     y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
-    if hasattr(column_pre, "on_bad_image"):
-        column_pre.on_bad_image = "error"  # at predict time a bad image is always an error, never a silent gap
-    as_tuple = (lambda x: x if isinstance(x, tuple) else (x,))
-    tab_pre, tabular, a_train, a_valid = None, None, None, None
-    if tab_features:
-        tab_pre = TabularPreprocessor(tab_features).fit(train_df)
-        a_train, a_valid = tab_pre.transform(train_df), tab_pre.transform(valid_df)
-        tabular = {"n_numeric": int(a_train.numeric.shape[1]), "cardinalities": tab_pre.category_cardinalities_}
+    tabular = None
+    if tab_pre is not None:
+        tabular = {"n_numeric": int(x_train.tabular.numeric.shape[1]), "cardinalities": tab_pre.category_cardinalities_}
         plan.append(Decision("architecture", "fusion", "concat",
                              f"{kind} column '{column}' beside {len(tab_features)} tabular column(s): the encoder's "
                              f"features and the MLP encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a "
                              f"{cfg.model.fusion_hidden}-unit combiner, one network trained end to end"))
-    x_train, x_valid = ColumnInputs(as_tuple(x_train), a_train), ColumnInputs(as_tuple(x_valid), a_valid)
 
     tracker = run_tracker(cfg)
     with tracker:
@@ -122,14 +112,14 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
         score = validation_loss(task, valid_proba, y_valid)
         predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
         predictor.features_ = {name: f.type for name, f in cfg.features.items()}
-        predictor.preprocessor_ = ColumnFramePreprocessor(column, column_pre, tab_pre)
+        predictor.preprocessor_ = frame
         predictor.target_encoder_ = encoder
         predictor.parts_, predictor.selected_ = {kind: model}, kind
         predictor.blend_weights_ = {kind: 1.0}
         predictor.model_ = BlendModel(predictor.parts_, predictor.blend_weights_)
         predictor.validation_scores_ = {kind: score}
         predictor.history_ = fr.history
-        predictor.validation_metrics_ = validation_metrics(predictor, valid_proba, y_valid)  # inputs decoded once
+        predictor.validation_metrics_ = raw_metrics(predictor, valid_proba, y_valid)  # inputs decoded once
         source = train_data if isinstance(train_data, (str, Path)) else None
         lineage_frame = full_train.assign(**{column: full_train[column].map(_cell_key)})
         predictor.lineage_ = {**collect_lineage(lineage_frame, source), "mlflow_run_id": tracker.run_id,

@@ -1,6 +1,8 @@
 """The metrics `evaluate` reports, in the original label/target space."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -38,3 +40,12 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "mae": float(skm.mean_absolute_error(y_true, y_pred)),
         "r2": float(skm.r2_score(y_true, y_pred)),
     }
+
+
+def raw_metrics(predictor: Any, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """`evaluate`'s metrics from a model's raw outputs (probabilities, or standardised values) on
+    encoded targets: what fitting, pruning and distillation report without predicting again."""
+    if predictor.task_ == "regression":
+        decode = predictor.target_encoder_.inverse_transform
+        return regression_metrics(decode(y), decode(raw))
+    return classification_metrics(y, raw)

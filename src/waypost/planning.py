@@ -12,9 +12,11 @@ from waypost.data.infer import infer_schema, infer_task
 from waypost.data.types import TABULAR_TYPES
 from waypost.errors import DataError
 from waypost.models.registry import choose_architecture
+from waypost.fitting_column import COLUMN_KINDS
 from waypost.plan import Decision
 
-ENCODER_TYPES = ("image", "text")
+#: column types trained by an encoder of their own (one per model), beside the tabular ones
+ENCODER_TYPES = tuple(COLUMN_KINDS)
 
 
 def require_target(df: pd.DataFrame, target: str, where: str = "the data") -> None:
@@ -110,11 +112,29 @@ def _image_architecture(column: pd.Series, task: str, requested: str, pretrained
     fixed = _requested_encoder("image", task, requested)
     if fixed is not None:
         return fixed
+    if isinstance(pretrained, str) and pretrained.lower() != "auto":
+        return _architecture_of_weights(pretrained)
     stats = image_column_stats(column)
     name, source, reason = choose_image_architecture(
         int(column.notna().sum()), (stats.height[1], stats.width[1]), stats.channels,
         weights_available(list(PRETRAINED_PREFERENCE)) if pretrained is not False else {})
     return Decision("architecture", "architecture", name, reason)
+
+
+def _architecture_of_weights(pretrained: str) -> Decision:
+    """With `model.architecture: auto` and named weights, the weights decide the architecture: a timm
+    hub name ("resnet50.a1_in1k", "timm/resnet50.a1_in1k") names it; a file does not, so ask."""
+    from waypost.errors import ConfigError
+    from waypost.models.registry import list_architectures
+
+    name = pretrained.removeprefix("hf-hub:").removeprefix("timm/").split(".")[0].lower()
+    known = {a.name: a for a in list_architectures("image")}
+    if name in known:
+        return Decision("architecture", "architecture", name,
+                        f"model.image.pretrained names {pretrained!r}, weights for {name}; {known[name].reason}")
+    raise ConfigError(
+        f"model.image.pretrained is {pretrained!r} but model.architecture is auto: set model.architecture to the "
+        f"architecture those weights belong to (one of {sorted(known)})")
 
 
 def _text_architecture(column: pd.Series, task: str, requested: str, pretrained: bool | str = "auto",

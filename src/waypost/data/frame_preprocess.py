@@ -49,18 +49,20 @@ class ColumnFramePreprocessor:
     def kind(self) -> str:
         return f"{self.part.kind}_frame"
 
-    @property
-    def image(self) -> Any:  # the image preprocessor, where export and tests read its size/channels
-        return self.part
-
     def transform(self, df: pd.DataFrame) -> ColumnInputs:
+        """Every row, or a DataError naming the bad one (predict time)."""
+        return self.transform_rows(df)[0]
+
+    def transform_rows(self, df: pd.DataFrame, **part_options: Any) -> tuple[ColumnInputs, np.ndarray, list[Any]]:
+        """(inputs of the kept rows; their positions; the skipped cells): the fit passes the column's
+        bad-cell policy (`on_bad_image`) here; rows it skips are dropped from the tabular views too."""
         if self.column not in df.columns:
             raise DataError(f"missing columns at predict time: [{self.column!r}]")
-        arrays, kept, _ = self.part.transform(df[self.column])
+        arrays, kept, skipped = self.part.transform(df[self.column], **part_options)
         tabular = None
         if self.tabular is not None:
-            tabular = self.tabular.transform(df if len(kept) == len(df) else df.iloc[kept])
-        return ColumnInputs(arrays if isinstance(arrays, tuple) else (arrays,), tabular)
+            tabular = self.tabular.transform(df.iloc[kept] if skipped else df)
+        return ColumnInputs(arrays, tabular), kept, skipped
 
     def to_state(self) -> dict[str, Any]:
         state = {"kind": self.kind, "column": self.column, self.part.kind: self.part.to_state()}

@@ -20,7 +20,7 @@ import pandas as pd
 from waypost.data.infer import IMAGE_EXTENSIONS
 from waypost.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "is_image_folder", "list_images", "table_from_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "is_image_folder", "iter_images", "list_images", "table_from_folder"]
 
 
 def _normalise_extensions(extensions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -30,13 +30,37 @@ def _normalise_extensions(extensions: tuple[str, ...] | list[str]) -> tuple[str,
     return exts
 
 
-def _walk_images(folder: Path, exts: tuple[str, ...]) -> Iterator[Path]:
-    """Image files under `folder`, hidden entries skipped, in sorted order. Symlinked folders are followed."""
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(exts):
-                yield Path(dirpath, name)
+def iter_images(folder: str | os.PathLike[str], exts: tuple[str, ...]) -> Iterator[str]:
+    """Image files under `folder` (any depth), streamed in code-point order of their path relative
+    to `folder`, one directory in memory at a time.
+
+    Sorting each directory's entries with a "/" after folder names gives the same order as sorting
+    every relative path at once. Hidden entries are skipped; symlinked folders are followed, but not
+    back into one of their own ancestors (a loop would never end); a broken link to an image is kept,
+    so predicting on it names its path.
+    """
+
+    def walk(path: str, ancestors: frozenset[str]) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(path))
+        except OSError as exc:
+            raise DataError(f"cannot list image folder {path}: {exc.strerror or exc}") from None
+        keyed = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                keyed.append((e.name + "/", e.path, True))
+            elif e.name.lower().endswith(exts):
+                keyed.append((e.name, e.path, False))
+        for _, entry, is_dir in sorted(keyed):
+            if not is_dir:
+                yield entry
+            elif (real := os.path.realpath(entry)) not in ancestors:
+                yield from walk(entry, ancestors | {real})
+
+    top = os.fspath(folder)
+    yield from walk(top, frozenset({os.path.realpath(top)}))
 
 
 def _root(root: str | os.PathLike[str]) -> Path:
@@ -52,10 +76,10 @@ def list_images(root: str | os.PathLike[str], *, extensions: tuple[str, ...] = I
     """Every image under `root` (any depth) as a one-column `image` table: for predicting on unlabelled folders."""
     path = _root(root)
     exts = _normalise_extensions(extensions)
-    files = sorted(_walk_images(path, exts), key=lambda p: p.relative_to(path).as_posix())
+    files = list(iter_images(path, exts))
     if not files:
         raise DataError(f"no image files ({', '.join(exts)}) under {path}")
-    return pd.DataFrame({"image": [str(f) for f in files]})
+    return pd.DataFrame({"image": files})
 
 
 def table_from_folder(
@@ -83,11 +107,11 @@ def table_from_folder(
     labels: list[str] = []
     empty: list[str] = []
     for label in classes:
-        files = sorted(_walk_images(path / label, exts), key=lambda p: p.relative_to(path).as_posix())
+        files = list(iter_images(path / label, exts))
         if not files:
             empty.append(str(path / label))
             continue
-        images += [str(f) for f in files]
+        images += files
         labels += [label] * len(files)
     if empty:
         raise DataError(
@@ -111,4 +135,4 @@ def is_image_folder(path: str | os.PathLike[str], *, extensions: tuple[str, ...]
         subfolders = sorted(e.path for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     except OSError:
         return False
-    return any(next(_walk_images(Path(sub), exts), None) is not None for sub in subfolders)
+    return any(next(iter_images(sub, exts), None) is not None for sub in subfolders)

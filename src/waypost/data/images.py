@@ -13,22 +13,16 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from waypost.errors import DataError
-from waypost.runtime.images import (  # noqa: F401 - re-exported: the public image API of waypost.data
+from waypost.runtime.images import (  # noqa: F401 - the public names re-exported, the rest used here
     ResizeMode,
     RESIZE_MODES,
     BadImagePolicy,
-    RESAMPLE,
     GRAYSCALE_MODES,
-    _MAGIC,
     sniff_image_bytes,
-    _where,
     _describe_value,
     _is_missing,
-    _array_to_image,
-    _decode,
     load_image,
     _normalise_size,
-    _to_mode,
     resize_box,
     to_array,
 )
@@ -36,7 +30,6 @@ from waypost.runtime.images import (  # noqa: F401 - re-exported: the public ima
 __all__ = [
     "RESIZE_MODES",
     "ImageColumnStats",
-    "describe_images",
     "image_column_stats",
     "load_image",
     "load_images",
@@ -196,8 +189,3 @@ def image_column_stats(series: pd.Series, sample: int = 64) -> ImageColumnStats:
         width=spread(widths),
         height=spread(heights),
     )
-
-
-def describe_images(series: pd.Series, sample: int = 64) -> dict[str, Any]:
-    """`image_column_stats(...).to_dict()`: count, missing, colour mix, min/median/max width and height."""
-    return image_column_stats(series, sample).to_dict()

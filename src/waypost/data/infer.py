@@ -98,14 +98,9 @@ def _short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: audio and video magic bytes; images go through `waypost.runtime.images.sniff_image_bytes`, the
+#: same check the loader and the server apply, so inference never calls "image" what they refuse
 _MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
-    (b"\x89PNG", 0, "image", "PNG"),
-    (b"\xff\xd8\xff", 0, "image", "JPEG"),
-    (b"GIF8", 0, "image", "GIF"),
-    (b"BM", 0, "image", "BMP"),
-    (b"II*\x00", 0, "image", "TIFF"),
-    (b"MM\x00*", 0, "image", "TIFF"),
-    (b"WEBP", 8, "image", "WEBP"),
     (b"WAVE", 8, "audio", "WAVE"),
     (b"fLaC", 0, "audio", "FLAC"),
     (b"OggS", 0, "audio", "OGG"),
@@ -119,6 +114,11 @@ _MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
 
 
 def _sniff(blob: bytes) -> tuple[str, str] | None:
+    from waypost.runtime.images import sniff_image_bytes  # Pillow, only when a column holds bytes
+
+    image = sniff_image_bytes(blob)
+    if image is not None:
+        return "image", image
     for magic, offset, kind, fmt in _MAGIC:
         if blob[offset : offset + len(magic)] == magic:
             return kind, fmt

@@ -83,6 +83,31 @@ def _files_bytes(predictor: Any) -> dict[str, int]:
     return sizes
 
 
+def student_predictor(teacher: Any, cfg: Any, name: str, part: Any, raw: np.ndarray, y_valid: np.ndarray,
+                      distilled_from: dict[str, Any]) -> Any:
+    """A predictor around a trained student `part`, with copies of the teacher's preprocessor and
+    label map (so it takes the same tables), scored on the validation outputs `raw`; the caller
+    adds the plan."""
+    from waypost.ensemble.blend import BlendModel, validation_loss
+    from waypost.metrics import raw_metrics
+
+    out = type(teacher)(teacher.target_, config=cfg, preset=teacher.preset, track=False,
+                        seed=teacher.seed, verbose=teacher.verbose)
+    out.config_, out.task_, out.target_ = cfg, teacher.task_, teacher.target_
+    out.features_ = dict(teacher.features_)
+    out.preprocessor_ = copy.deepcopy(teacher.preprocessor_)
+    out.target_encoder_ = copy.deepcopy(teacher.target_encoder_)
+    out.parts_, out.selected_, out.blend_weights_ = {name: part}, name, {name: 1.0}
+    out.model_ = BlendModel(out.parts_, out.blend_weights_)
+    out.validation_scores_ = {name: validation_loss(teacher.task_, raw, y_valid)}
+    out.validation_metrics_ = raw_metrics(out, raw, y_valid)
+    out.history_ = part.fit_.history
+    lineage = getattr(teacher, "lineage_", {})
+    out.lineage_ = {**lineage, "distilled_from": {**distilled_from, "mlflow_run_id": lineage.get("mlflow_run_id")}}
+    out.registered_model_ = None
+    return out
+
+
 def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, *,
                       student: str | list[int] = "small", temperature: float = 2.0, alpha: float = 0.5,
                       max_epochs: int | None = None, latency_runs: int = 100) -> tuple[Any, dict[str, Any]]:
@@ -92,9 +117,9 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
     the student gets copies of its preprocessor and target encoder, so it takes the same tables.
     `max_epochs` caps the student's training (default: the teacher's config).
     """
-    from waypost.deploy.prune import label_tensor, mlp_latency, part_metrics, prepare_data, train_network
+    from waypost.deploy.prune import label_tensor, mlp_latency, prepare_data, train_network
+    from waypost.metrics import raw_metrics
     from waypost.deploy.report import comparison_row, headline_metric, parameter_count
-    from waypost.ensemble.blend import BlendModel, validation_loss
     from waypost.models.tabular_mlp import MLPModel, TabularMLP
     from waypost.train.batches import auto_batch_size
     from waypost.train.losses import MSELoss
@@ -144,25 +169,10 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
                              task=task, loss_fn=loss_fn, cfg=tc, batch_size=mlp.batch_size_,
                              description="student MLP")
 
-    out = type(teacher)(teacher.target_, config=cfg, preset=teacher.preset, track=False,
-                        seed=teacher.seed, verbose=teacher.verbose)
-    out.config_, out.task_, out.target_ = cfg, task, teacher.target_
-    out.features_ = dict(teacher.features_)
-    out.preprocessor_ = copy.deepcopy(teacher.preprocessor_)
-    out.target_encoder_ = copy.deepcopy(teacher.target_encoder_)
-    out.parts_, out.selected_, out.blend_weights_ = {"mlp": mlp}, "mlp", {"mlp": 1.0}
-    out.model_ = BlendModel(out.parts_, out.blend_weights_)
     # each model runs once on the validation rows; metrics, agreement and scores share the outputs
     t_raw, s_raw = teacher.model_.predict_raw(data.valid), mlp.predict_raw(data.valid)
-    out.validation_scores_ = {"mlp": validation_loss(task, s_raw, data.y_valid)}
-    out.history_ = mlp.fit_.history
-    out.lineage_ = {**getattr(teacher, "lineage_", {}), "distilled_from": {
-        "selected": teacher.selected_, "mlflow_run_id": getattr(teacher, "lineage_", {}).get("mlflow_run_id")}}
-    out.registered_model_ = None
-
-    teacher_metrics = part_metrics(teacher, t_raw, data.y_valid)
-    student_metrics = part_metrics(out, s_raw, data.y_valid)
-    out.validation_metrics_ = student_metrics
+    out = student_predictor(teacher, cfg, "mlp", mlp, s_raw, data.y_valid, {"selected": teacher.selected_})
+    teacher_metrics, student_metrics = raw_metrics(teacher, t_raw, data.y_valid), out.validation_metrics_
     lat = {"teacher": mlp_latency(teacher.model_, data.valid, latency_runs),
            "student": mlp_latency(mlp, data.valid, latency_runs)}
     t_mlp = teacher.parts_.get("mlp")

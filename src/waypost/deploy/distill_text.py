@@ -90,11 +90,11 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                            ffn_fraction: float = FFN_FRACTION, temperature: float = 2.0, alpha: float = 0.5,
                            max_epochs: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(student predictor, report) for a predictor whose selected part is a pretrained text Transformer."""
-    from waypost.deploy.distill import DistillationLoss
-    from waypost.deploy.prune import part_metrics, prepare_data
+    from waypost.deploy.distill import DistillationLoss, student_predictor
+    from waypost.deploy.prune import prepare_data
+    from waypost.metrics import raw_metrics
     from waypost.data.frame_preprocess import ColumnInputs
     from waypost.deploy.report import comparison_row, headline_metric, measure_latency, parameter_count, take_rows
-    from waypost.ensemble.blend import BlendModel, validation_loss
     from waypost.models.text_encoder import TextWeights
     from waypost.models.text_model import TextModel
 
@@ -138,23 +138,10 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                              Decision("training", "loss", "distillation", loss_text))
     student.fit(data.train, y_train, data.valid, data.y_valid)
 
-    out = type(teacher)(teacher.target_, config=cfg, preset=teacher.preset, track=False,
-                        seed=teacher.seed, verbose=teacher.verbose)
-    out.config_, out.task_, out.target_ = cfg, teacher.task_, teacher.target_
-    out.features_ = dict(teacher.features_)
-    out.preprocessor_ = copy.deepcopy(teacher.preprocessor_)
-    out.target_encoder_ = copy.deepcopy(teacher.target_encoder_)
-    out.parts_, out.selected_, out.blend_weights_ = {"text": student}, "text", {"text": 1.0}
-    out.model_ = BlendModel(out.parts_, out.blend_weights_)
     t_raw, s_raw = part.predict_raw(data.valid), student.predict_raw(data.valid)
-    out.validation_scores_ = {"text": validation_loss(teacher.task_, s_raw, data.y_valid)}
-    out.history_ = student.fit_.history
-    out.lineage_ = {**getattr(teacher, "lineage_", {}), "distilled_from": {
-        "layers": n_teacher, "mlflow_run_id": getattr(teacher, "lineage_", {}).get("mlflow_run_id")}}
-    out.registered_model_ = None
+    out = student_predictor(teacher, cfg, "text", student, s_raw, data.y_valid, {"layers": n_teacher})
     metric = headline_metric(teacher.task_, n_classes)
-    teacher_metrics, student_metrics = part_metrics(teacher, t_raw, data.y_valid), part_metrics(out, s_raw, data.y_valid)
-    out.validation_metrics_ = student_metrics
+    teacher_metrics, student_metrics = raw_metrics(teacher, t_raw, data.y_valid), out.validation_metrics_
     params = {"teacher": parameter_count(part.net_), "student": parameter_count(student.net_)}
     out.plan_ = [*teacher.plan_, student.decisions_[-1],
                  Decision("deploy", "distillation", f"student {layers} of {n_teacher} layers",

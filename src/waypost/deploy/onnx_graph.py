@@ -18,59 +18,10 @@ OPSET = 20
 OUTPUT = "output"
 
 
-class _MLPExport:
-    """Wraps the MLP so its exported graph takes only the inputs that exist (a table without
-    category columns has no `categorical` input) and ends in probabilities for classifiers."""
-
-    @staticmethod
-    def build(net: Any, task: str, has_numeric: bool, has_categorical: bool) -> Any:
-        import torch
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-
-            def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-                it = iter(xs)
-                x_num = next(it) if has_numeric else None
-                x_cat = next(it) if has_categorical else None
-                n = (x_num if x_num is not None else x_cat).shape[0]
-                if x_num is None:
-                    x_num = torch.zeros((n, 0), dtype=torch.float32)
-                if x_cat is None:
-                    x_cat = torch.zeros((n, 0), dtype=torch.int64)
-                out = self.net(x_num, x_cat)
-                return out if task == "regression" else torch.softmax(out, dim=-1)
-
-        return Wrapped().eval()
-
-
-def export_mlp(net: Any, task: str, numeric: np.ndarray, categorical: np.ndarray) -> Any:
-    """torch.onnx (dynamo exporter, onnxscript) with a dynamic batch axis; returns a ModelProto."""
-    import onnx
-    import torch
-
-    has_num, has_cat = numeric.shape[1] > 0, categorical.shape[1] > 0
-    wrapped = _MLPExport.build(net, task, has_num, has_cat)
-    names, args = [], []
-    if has_num:
-        names.append("numeric")
-        args.append(torch.from_numpy(np.ascontiguousarray(numeric[:2], np.float32)))
-    if has_cat:
-        names.append("categorical")
-        args.append(torch.from_numpy(np.ascontiguousarray(categorical[:2], np.int64)))
-    batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), _quiet_exporter():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            wrapped, tuple(args), dynamo=True, input_names=names, output_names=["mlp_out"],
-            dynamic_shapes=(tuple({0: batch} for _ in args),),  # forward(*xs): one tuple of inputs
-            opset_version=OPSET, optimize=True, verbose=False,
-        )
-    buf = io.BytesIO()
-    onnx.save_model(program.model_proto, buf)
-    return onnx.load_model_from_string(buf.getvalue())
+def export_mlp(net: Any, task: str, sample: Any) -> Any:
+    """The tabular MLP (probabilities for classifiers, the standardised value for regression) as the
+    `mlp_out` part the blend merges; only the views with columns become inputs."""
+    return export_column_net(net, {}, {}, sample, softmax=task != "regression", output="mlp_out")
 
 
 class _quiet_exporter:
@@ -151,19 +102,21 @@ def build_model_graph(predictor: Any, sample: Any) -> Any:
         if predictor.blend_weights_.get(name, 0.0) <= 0:
             continue
         if name == "mlp":
-            parts[name] = export_mlp(part.net_, predictor.task_, sample.numeric, sample.categorical)
+            parts[name] = export_mlp(part.net_, predictor.task_, sample)
         else:
             parts[name] = gbm_model(part, sample.gbm.shape[1], predictor.task_, OPSET)
     return merge_parts(parts, predictor.blend_weights_)
 
 
 def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dict[str, dict[int, str]],
-                      tabular: Any = None) -> Any:
-    """An encoder model (image CNN, text Transformer; fused or not) with a softmax, as one graph.
+                      tabular: Any = None, *, softmax: bool = True, output: str = OUTPUT) -> Any:
+    """A network as one graph: torch.onnx's dynamo exporter (onnxscript), dynamic batch axis.
 
-    Inputs: the column's tensors (`column_inputs`, examples by name, e.g. `image`, or `input_ids` and
-    `attention_mask`) with their dynamic axes, then `numeric` / `categorical` (only those with
-    columns) for a fused table. Output `output`: class probabilities.
+    Inputs: the column's tensors (`column_inputs`, examples by name: `image`, or `input_ids` and
+    `attention_mask`; none for the tabular MLP) with their dynamic axes, then `numeric` /
+    `categorical` (only those with columns) when `tabular` (a TabularArrays sample) is given. The
+    net is called as net(*columns, numeric, categorical), with (n, 0) tensors for a view without
+    columns. Output `output`: class probabilities (`softmax`) or the raw values.
     """
     import onnx
     import torch
@@ -172,7 +125,7 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
     has_cat = tabular is not None and tabular.categorical.shape[1] > 0
     n_col = len(column_inputs)
 
-    class WithSoftmax(torch.nn.Module):
+    class Wrapped(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = net
@@ -180,11 +133,13 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
         def forward(self, *xs: torch.Tensor) -> torch.Tensor:
             cols, tab = xs[:n_col], iter(xs[n_col:])
             if tabular is None:
-                return torch.softmax(self.net(*cols), dim=-1)
-            n = cols[0].shape[0]
-            x_num = next(tab) if has_num else torch.zeros((n, 0), dtype=torch.float32)
-            x_cat = next(tab) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
-            return torch.softmax(self.net(*cols, x_num, x_cat), dim=-1)
+                out = self.net(*cols)
+            else:
+                n = xs[0].shape[0]
+                x_num = next(tab) if has_num else torch.zeros((n, 0), dtype=torch.float32)
+                x_cat = next(tab) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
+                out = self.net(*cols, x_num, x_cat)
+            return torch.softmax(out, dim=-1) if softmax else out
 
     names = list(column_inputs)
     example = list(column_inputs.values())
@@ -202,7 +157,7 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            WithSoftmax().eval(), tuple(example), dynamo=True, input_names=names, output_names=[OUTPUT],
+            Wrapped().eval(), tuple(example), dynamo=True, input_names=names, output_names=[output],
             dynamic_shapes=(tuple(specs),),  # forward(*xs): one tuple of specs
             opset_version=OPSET, optimize=True, verbose=False,
         )

@@ -103,16 +103,6 @@ def label_tensor(task: str, y: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(y, dtype=torch.float32 if task == "regression" else torch.int64)
 
 
-def part_metrics(predictor: Any, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """`evaluate`'s metrics for raw outputs of one part (or the whole model) on encoded labels."""
-    from waypost.metrics import classification_metrics, regression_metrics
-
-    if predictor.task_ == "regression":
-        enc = predictor.target_encoder_
-        return regression_metrics(enc.inverse_transform(y), enc.inverse_transform(raw))
-    return classification_metrics(y, raw)
-
-
 def mlp_latency(part: Any, arrays: TabularArrays, n_runs: int) -> dict[str, dict[str, float]]:
     """Median/p90 of `predict_raw` at batch 1 and batch 1024 (rows tiled when there are fewer)."""
     from waypost.deploy.report import measure_latency, take_rows
@@ -206,7 +196,8 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
     task = predictor.task_
     data = prepare_data(predictor, train_df, valid_df)
     metric = headline_metric(task, 0 if task == "regression" else len(predictor.classes_))
-    before = _measure(predictor, data, latency_runs)
+    raws = {name: part.predict_raw(data.valid) for name, part in predictor.parts_.items()}  # each part once
+    before = _measure(predictor, data, latency_runs, raws)
 
     pruned = copy.deepcopy(predictor)
     mlp = pruned.parts_["mlp"]
@@ -218,8 +209,9 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
         prune.remove(m, "weight")
     mlp.net_.eval()
 
-    weight_note = _refit_blend(pruned, data)
-    after = _measure(pruned, data, latency_runs)
+    raws["mlp"] = mlp.predict_raw(data.valid)  # only the MLP changed: the other parts' outputs stand
+    weight_note = _refit_blend(pruned, data, raws)
+    after = _measure(pruned, data, latency_runs, raws)
     pruned.validation_metrics_ = after["metrics"]
     achieved, per_layer = sparsity(mlp.net_, include_head=prune_head)
 
@@ -257,16 +249,17 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
     return pruned, report
 
 
-def _measure(predictor: Any, data: PreparedData, latency_runs: int) -> dict[str, Any]:
-    """Everything the report compares, measured the same way on the dense and the pruned model."""
+def _measure(predictor: Any, data: PreparedData, latency_runs: int, raws: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Everything the report compares, measured the same way on the dense and the pruned model;
+    `raws` holds each part's validation outputs."""
     from waypost.deploy.report import parameter_count
+    from waypost.metrics import raw_metrics
 
     mlp = predictor.parts_["mlp"]
-    raws = {name: part.predict_raw(data.valid) for name, part in predictor.parts_.items()}  # each part once
-    model_raw = sum(w * raws[name] for name, w in predictor.blend_weights_.items() if w > 0)
+    model_raw = predictor.model_.combine(raws)
     return {
-        "metrics": part_metrics(predictor, model_raw, data.y_valid),
-        "mlp_metrics": part_metrics(predictor, raws["mlp"], data.y_valid),
+        "metrics": raw_metrics(predictor, model_raw, data.y_valid),
+        "mlp_metrics": raw_metrics(predictor, raws["mlp"], data.y_valid),
         "size": weight_sizes(mlp.net_),
         "parameters": parameter_count(mlp.net_),
         "nonzero": nonzero_parameters(mlp.net_),
@@ -274,17 +267,17 @@ def _measure(predictor: Any, data: PreparedData, latency_runs: int) -> dict[str,
     }
 
 
-def _refit_blend(pruned: Any, data: PreparedData) -> str:
+def _refit_blend(pruned: Any, data: PreparedData, raws: dict[str, np.ndarray]) -> str:
     """Re-score the parts and, for a blend, re-fit its weight on validation rows; returns a plan note."""
     from waypost.ensemble.blend import BlendModel, fit_blend_weight, validation_loss
 
     task = pruned.task_
     scores = dict(getattr(pruned, "validation_scores_", {}))
-    raw_mlp = pruned.parts_["mlp"].predict_raw(data.valid)
+    raw_mlp = raws["mlp"]
     scores["mlp"] = validation_loss(task, raw_mlp, data.y_valid)
     note = ""
     if pruned.selected_ == "blend":
-        raw_gbm = pruned.parts_["gbm"].predict_raw(data.valid)
+        raw_gbm = raws["gbm"]
         scores["gbm"] = validation_loss(task, raw_gbm, data.y_valid)
         old = pruned.blend_weights_.get("gbm", 0.0)
         w, scores["blend"] = fit_blend_weight(task, raw_gbm, raw_mlp, data.y_valid)

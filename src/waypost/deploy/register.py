@@ -31,7 +31,7 @@ def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
     with tracker:
         tracker.log_params({"optimize": report["optimize"], "parent_run": parent})
         metrics = {"bundle_size_bytes": report["size_bytes"], "p50_ms_1row": report["latency"]["p50_ms_1row"],
-                   "rows_per_s_batch1024": report["latency"]["rows_per_s_batch1024"]}
+                   "rows_per_s_batch": report["latency"]["rows_per_s_batch"]}
         if "metrics" in report:
             metrics["metric_drop"] = report["metrics"]["drop"]
         tracker.log_metrics(metrics)

@@ -50,7 +50,11 @@ class BlendModel:
         self.parts, self.weights = parts, weights
 
     def predict_raw(self, arrays: Any) -> np.ndarray:
-        return sum(w * self.parts[name].predict_raw(arrays) for name, w in self.weights.items() if w > 0)
+        return self.combine({name: self.parts[name].predict_raw(arrays) for name, w in self.weights.items() if w > 0})
+
+    def combine(self, raws: dict[str, np.ndarray]) -> np.ndarray:
+        """The blend of outputs the parts already produced (each part predicts once per batch)."""
+        return sum(w * raws[name] for name, w in self.weights.items() if w > 0)
 
 
 @register(

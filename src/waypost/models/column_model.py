@@ -82,11 +82,14 @@ class ColumnModel:
                                 callbacks=[TransferSchedule(plan, encoder)], param_groups=groups)
 
     def _loss(self, y_train: np.ndarray) -> Any:
+        """The loss, and `sample_weights_` for the training batches when the rule oversamples."""
+        from waypost.train.batches import balanced_sample_weights
         from waypost.train.losses import choose_loss
 
         counts = np.bincount(y_train, minlength=self.n_classes)
-        self.loss_fn_, _, decision = choose_loss(self.task, self.training.loss, self.training.imbalance,
-                                                 self.training.focal_gamma, counts)
+        self.loss_fn_, sampling, decision = choose_loss(self.task, self.training.loss, self.training.imbalance,
+                                                        self.training.focal_gamma, counts)
+        self.sample_weights_ = balanced_sample_weights(y_train) if sampling == "oversample" else None
         return decision
 
     @torch.inference_mode()

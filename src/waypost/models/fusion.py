@@ -1,4 +1,7 @@
-"""Fusion: a column encoder (image CNN, text Transformer) and a tabular encoder feeding one concat combiner and head.
+"""Heads over a column encoder (image CNN, text Transformer): `EncoderClassifier` for the column
+alone, and fusion with the table's other columns.
+
+Fusion: a column encoder and a tabular encoder feeding one concat combiner and head.
 
 One network, trained end to end by the engine like the CNN alone: the image branch keeps its
 transfer-learning schedule (`net.encoder` is the staged image encoder), and everything else -- the
@@ -19,7 +22,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from waypost.models.tabular_mlp import TabularMLP
+
+class EncoderClassifier(nn.Module):
+    """An encoder (image, text: anything with `out_dim` and, for transfer learning, `stages()`) +
+    dropout + a new linear head sized for the task's classes. `forward(*inputs)` passes the inputs
+    to the encoder: one image batch, or token ids and the attention mask."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(int(encoder.out_dim), num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)  # small logits at the start of fine-tuning
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def reason(self) -> str:
+        return str(getattr(self.encoder, "reason", ""))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.encoder(*inputs)))
 
 
 class FusionHead(nn.Module):
@@ -31,6 +53,8 @@ class FusionHead(nn.Module):
                        "out_dim": out_dim, "hidden": list(hidden), "fusion_hidden": fusion_hidden,
                        "dropout": dropout, "batchnorm": batchnorm, "max_embedding_dim": max_embedding_dim,
                        "image_dropout": image_dropout}
+        from waypost.models.tabular_mlp import TabularMLP
+
         self.image_norm = nn.LayerNorm(image_dim)
         self.image_dropout = nn.Dropout(image_dropout) if image_dropout > 0 else nn.Identity()
         self.tabular = TabularMLP(n_numeric, cardinalities, 0, hidden, dropout, batchnorm, max_embedding_dim)

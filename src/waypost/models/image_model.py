@@ -18,11 +18,10 @@ class ImageModel(ColumnModel):
     kind = "image"
     file = "image.safetensors"
 
-    def __init__(self, *, pretrained: Any = None, in_chans: int = 3, image_size: tuple[int, int] = (32, 32),
+    def __init__(self, *, in_chans: int = 3, image_size: tuple[int, int] = (32, 32),
                  image: ImageConfig | None = None, **common: Any) -> None:
         self.image = image or ImageConfig()
         super().__init__(**common)
-        self.pretrained = self.image.pretrained if pretrained is None else pretrained
         self.in_chans, self.image_size = in_chans, tuple(image_size)
 
     def _classifier(self, pretrained: Any) -> torch.nn.Module:
@@ -57,12 +56,9 @@ class ImageModel(ColumnModel):
         torch.manual_seed(cfg.seed)
         (images_tr,), tab_tr = unpack(x_train)
         (images_va,), tab_va = unpack(x_valid)
-        self.net_ = self._build(self.pretrained)
+        self.net_ = self._build(self.image.pretrained)
         encoder = self.net_.encoder
-        norm = getattr(encoder, "normalization", {}) or {}
-        imagenet = ([0.449], [0.226]) if self.in_chans == 1 else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        self.mean_ = list(norm.get("mean") or imagenet[0])
-        self.std_ = list(norm.get("std") or imagenet[1])
+        self.mean_, self.std_ = list(encoder.normalization["mean"]), list(encoder.normalization["std"])
         pretrained = bool(getattr(getattr(encoder, "weights", None), "pretrained", False))
         n = len(y_train)
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else int(min(128, auto_batch_size(n)))
@@ -78,7 +74,7 @@ class ImageModel(ColumnModel):
         self.decisions_.append(self._loss(y_train))
         train = ImageBatches(images_tr, y_train, self.batch_size_, mean=self.mean_, std=self.std_, augment=augment,
                              training=True, n_classes=self.n_classes, seed=cfg.seed, drop_last=True,
-                             extra=tabular_tensors(tab_tr))
+                             extra=tabular_tensors(tab_tr), sample_weights=self.sample_weights_)
         valid = ImageBatches(images_va, y_valid, 256, mean=self.mean_, std=self.std_, training=False,
                              extra=tabular_tensors(tab_va))
         self._train(train, valid, plan, tracker=tracker, verbose=verbose, time_limit=time_limit)
@@ -89,6 +85,6 @@ class ImageModel(ColumnModel):
 
     @classmethod
     def _from_entry(cls, entry: dict[str, Any], common: dict[str, Any]) -> ImageModel:
-        model = cls(pretrained=False, in_chans=entry["in_chans"], image_size=tuple(entry["image_size"]), **common)
+        model = cls(in_chans=entry["in_chans"], image_size=tuple(entry["image_size"]), **common)
         model.mean_, model.std_ = list(entry["mean"]), list(entry["std"])
         return model

@@ -123,14 +123,17 @@ class WeightsSource:
             self._state = read_state_dict(self.path)
         return self._state
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record for the run's plan and the bundle (the state dict itself is left out)."""
-        return {
-            "kind": self.kind, "arch": self.arch, "model_name": self.model_name, "reason": self.reason,
-            "path": self.path, "hub_id": self.hub_id, "mean": list(self.mean), "std": list(self.std),
-            "input_size": list(self.input_size), "interpolation": self.interpolation,
-            "crop_pct": self.crop_pct,
-        }
+
+def channel_stats(mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float],
+                  in_chans: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std (for 0..1 pixels) for an `in_chans` input from RGB statistics: a
+    grayscale input (the first conv summed over RGB) takes the channel means' mean."""
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    if in_chans == 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if in_chans != len(mean):
+        return [mean[0]] * in_chans, [std[0]] * in_chans
+    return mean, std
 
 
 def hub_offline() -> bool:
@@ -341,10 +344,6 @@ class LoadReport:
         return (f"loaded {self.loaded}/{self.total} backbone tensors by {self.method} "
                 f"({len(self.missing)} missing, {len(self.unexpected)} unexpected){extra}; "
                 "classifier head newly initialised")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"loaded": self.loaded, "total": self.total, "missing": len(self.missing),
-                "unexpected": len(self.unexpected), "method": self.method, "adapted": self.adapted}
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

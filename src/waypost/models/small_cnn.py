@@ -3,7 +3,7 @@
 Registered as `small_cnn`. ImageNet backbones learn at 224 px: on 28x28 digits they need upscaling
 to ~96 px (about 10x the compute of the image itself) and bring little their filters know. Three
 conv blocks (32-64-128 channels, batchnorm, max-pool) reach MNIST-level accuracy in seconds.
-Same interface as `ImageEncoder` (out_dim, stages, freeze/unfreeze) so the training path is shared.
+Same interface as `ImageEncoder` (out_dim, stages, normalization) so the training path is shared.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from waypost.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, channel_stats
 from waypost.models.registry import register
 
 
@@ -31,7 +32,9 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = widths[-1]
         self.reason = "3-block CNN from scratch: tiny images train in seconds on CPU"
-        self.normalization = {"mean": None, "std": None}
+        # no weights to match: ImageNet's statistics, a fine roughly-zero-mean scale for any photo or glyph
+        mean, std = channel_stats(IMAGENET_MEAN, IMAGENET_STD, in_chans)
+        self.normalization = {"mean": mean, "std": std}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -41,20 +44,11 @@ class SmallCNN(nn.Module):
     def stages(self) -> list[list[nn.Parameter]]:
         return [list(b.parameters()) for b in self.blocks]
 
-    def freeze_backbone(self) -> None:  # nothing pretrained to protect
-        pass
-
-    def unfreeze_top(self, n: int) -> None:
-        pass
-
-    def unfreeze(self) -> None:
-        pass
-
 
 @register("small_cnn", data_types={"image"}, requires=("torch",), priority=6, tags=("image",),
           reason="three conv blocks from scratch for tiny images on CPU",
           when="images of 32 px or less (digits, glyphs, thumbnails)")
 def build_small_cnn(*, num_classes: int, in_chans: int = 1, dropout: float = 0.2, **_: Any) -> nn.Module:
-    from waypost.models.image_cnn import ImageClassifier
+    from waypost.models.fusion import EncoderClassifier
 
-    return ImageClassifier(SmallCNN(in_chans), num_classes, dropout)  # type: ignore[arg-type]
+    return EncoderClassifier(SmallCNN(in_chans), num_classes, dropout)

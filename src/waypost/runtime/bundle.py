@@ -56,17 +56,7 @@ class Bundle:
         self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
         self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
         self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
-        kind = manifest["preprocessor"].get("kind")
-        if kind == "image_frame":
-            from waypost.runtime.images import ImageTransform
-
-            self._transform: Any = ImageTransform(manifest["preprocessor"])
-        elif kind == "text_frame":
-            from waypost.runtime.text import TextTransform
-
-            self._transform = TextTransform(manifest["preprocessor"])
-        else:
-            self._transform = TabularTransform(manifest["preprocessor"])
+        self._transform = input_transform(manifest["preprocessor"])
         if self.classes is not None:
             kinds = {type(c) for c in self.classes}
             dtype: Any = np.int64 if kinds == {int} else bool if kinds == {bool} else object
@@ -99,13 +89,18 @@ class Bundle:
         return cols, n
 
     # ---- inference -----------------------------------------------------------------------
-    def _raw(self, data: Any) -> np.ndarray:
+    def feeds(self, data: Any) -> dict[str, np.ndarray]:
+        """The graph's inputs for `data`: the preprocessing alone, what bare onnxruntime is fed."""
         cols, n = self._columns(data)
         views = self._transform(cols, n)
-        return self.session.run(None, {name: views[name] for name in self._inputs})[0]
+        return {name: views[name] for name in self._inputs}
+
+    def raw(self, data: Any) -> np.ndarray:
+        """The graph's output: class probabilities, or the standardised regression value (n, 1)."""
+        return self.session.run(None, self.feeds(data))[0]
 
     def infer(self, data: Any) -> dict[str, np.ndarray | None]:
-        raw = self._raw(data)
+        raw = self.raw(data)
         if self.task == "regression":
             return {"prediction": raw[:, 0].astype(np.float64) * self._std + self._mean, "proba": None}
         return {"prediction": self._labels[raw.argmax(1)], "proba": raw}
@@ -120,6 +115,32 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, version={self.version!r})"
+
+
+def input_transform(state: dict[str, Any]) -> Any:
+    """The preprocessor state -> a callable (columns, n) -> the graph's input arrays by name.
+
+    An image or text column (`*_frame` states) gets its own transform (Pillow or tokenizers, imported
+    only then); the tabular columns of a table, alone or beside that column, get `TabularTransform`.
+    The export calibrates int8 through this same function, so it feeds what the bundle will feed.
+    """
+    kind = state.get("kind")
+    if kind == "tabular":
+        return TabularTransform(state)
+    if kind == "image_frame":
+        from waypost.runtime.images import ImageTransform
+
+        column: Any = ImageTransform(state)
+    elif kind == "text_frame":
+        from waypost.runtime.text import TextTransform
+
+        column = TextTransform(state)
+    else:
+        raise ModelFileError(f"bundle preprocessor has kind {kind!r}; expected tabular, image_frame or text_frame")
+    if state.get("tabular") is None:
+        return column
+    tabular = TabularTransform(state["tabular"])
+    return lambda columns, n: {**column(columns, n), **tabular(columns, n)}
 
 
 def _providers(ort: Any) -> list[str]:

@@ -265,8 +265,7 @@ def to_array(
 
 class ImageTransform:
     """A bundle's image column -> the graph's `image` input: decode, resize/crop (the recipe above),
-    scale to [0, 1] and standardise with the training mean/std. Errors name the row. A fused
-    table's tabular columns become the `numeric`/`categorical` inputs, as in a tabular bundle."""
+    scale to [0, 1] and standardise with the training mean/std. Errors name the row."""
 
     def __init__(self, state: dict[str, Any]) -> None:
         image = state["image"]
@@ -276,17 +275,9 @@ class ImageTransform:
         self.resize = image["resize"]
         self.mean = np.asarray(image["mean"], np.float32)[:, None, None]
         self.std = np.asarray(image["std"], np.float32)[:, None, None]
-        self.tabular = None
-        if state.get("tabular") is not None:
-            from waypost.runtime.features import TabularTransform
-
-            self.tabular = TabularTransform(state["tabular"])
 
     def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
         cells = columns[self.column]
         batch = np.stack([to_array(load_image(v, row=i, column=self.column), self.size, self.channels, self.resize)
                           for i, v in enumerate(cells)])
-        views = {"image": ((batch.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)}
-        if self.tabular is not None:
-            views.update(self.tabular(columns, n))
-        return views
+        return {"image": ((batch.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)}

@@ -65,22 +65,13 @@ def encode(tok: Any, values: Any, *, column: str, pad_to: int | None = None) -> 
 
 
 class TextTransform:
-    """A bundle's text column -> the graph's `input_ids` / `attention_mask` (plus `numeric` /
-    `categorical` for the tabular columns of a fused table)."""
+    """A bundle's text column -> the graph's `input_ids` / `attention_mask`."""
 
     def __init__(self, state: dict[str, Any]) -> None:
         text = state["text"]
         self.column = state["column"]
         self.tokenizer = load_tokenizer(text["tokenizer"], int(text["max_length"]))
-        self.tabular = None
-        if state.get("tabular") is not None:
-            from waypost.runtime.features import TabularTransform
-
-            self.tabular = TabularTransform(state["tabular"])
 
     def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
         ids, mask = encode(self.tokenizer, columns[self.column], column=self.column)
-        views = {"input_ids": ids, "attention_mask": mask}
-        if self.tabular is not None:
-            views.update(self.tabular(columns, n))
-        return views
+        return {"input_ids": ids, "attention_mask": mask}

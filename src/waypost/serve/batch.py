@@ -11,7 +11,6 @@ whole chunk into one float32 array, and 50,000 photos at 224 px would be 30 GB.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,43 +88,6 @@ def load_scorer(path: str | Path) -> BundleScorer:
     raise ModelFileError(f"{path} is neither a bundle (waypost.json) nor a model directory (waypost_model.json)")
 
 
-def iter_image_files(root: Path, extensions: tuple[str, ...] | None = None) -> Iterator[str]:
-    """Image files under `root` (any depth), streamed in `list_images`' order without listing them all.
-
-    `list_images` sorts every relative path at once, which holds the whole folder in memory. Sorting
-    each directory's entries with a "/" after folder names gives the same code-point order, one
-    directory at a time. Hidden entries are skipped, symlinked folders followed (but not back into
-    one of their own ancestors), and a broken link is kept, so predicting on it names its path.
-    """
-    if extensions is None:
-        from waypost.data.infer import IMAGE_EXTENSIONS
-
-        extensions = IMAGE_EXTENSIONS
-    exts = tuple(e.lower() for e in extensions)
-
-    def walk(folder: str, ancestors: frozenset[str]) -> Iterator[str]:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as exc:
-            raise DataError(f"cannot list image folder {folder}: {exc.strerror or exc}") from None
-        keyed = []
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir():
-                keyed.append((e.name + "/", e.path, True))
-            elif e.name.lower().endswith(exts):
-                keyed.append((e.name, e.path, False))
-        for _, path, is_dir in sorted(keyed):
-            if not is_dir:
-                yield path
-            elif (real := os.path.realpath(path)) not in ancestors:
-                yield from walk(path, ancestors | {real})
-
-    top = str(root)
-    yield from walk(top, frozenset({os.path.realpath(top)}))
-
-
 def _image_column(scorer: BundleScorer, folder: Path) -> str:
     """The model's one image column, or a DataError saying why a folder cannot feed this model."""
     images = [c for c, t in scorer.features.items() if t == "image"]
@@ -145,6 +107,9 @@ def _image_column(scorer: BundleScorer, folder: Path) -> str:
 
 def _folder_job(scorer: BundleScorer, folder: Path, chunk_rows: int, keep: list[str],
                 proba: bool) -> tuple[int, Iterator[pd.DataFrame]]:
+    """One row per image under `folder`, in `list_images`' order, streamed (`iter_images`)."""
+    from waypost.data.image_folder import IMAGE_EXTENSIONS, iter_images
+
     column = _image_column(scorer, folder)
     if keep:
         raise DataError("--keep copies table columns; a folder of images has none (the output has a path column)")
@@ -152,14 +117,12 @@ def _folder_job(scorer: BundleScorer, folder: Path, chunk_rows: int, keep: list[
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     root = root.resolve()
-    total = sum(1 for _ in iter_image_files(root))  # a second walk, for the progress bar: paths are not kept
+    total = sum(1 for _ in iter_images(root, IMAGE_EXTENSIONS))  # a second walk, for the progress bar: paths are not kept
     if total == 0:
-        from waypost.data.infer import IMAGE_EXTENSIONS
-
         raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
 
     def chunks() -> Iterator[pd.DataFrame]:
-        files = iter_image_files(root)
+        files = iter_images(root, IMAGE_EXTENSIONS)
         while paths := list(itertools.islice(files, chunk_rows)):
             yield pd.DataFrame({column: pd.Series(paths, dtype=object)})
 

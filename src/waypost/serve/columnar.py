@@ -61,10 +61,12 @@ def _column(name: str, ftype: str, values: list[Any]) -> Any:
             raise RequestError([_err("float_parsing", [name, i], f"Input should be a valid number, got {values[i]!r}")]) from None
     if ftype == "image":
         return decode_images(values, lambda i: ["body", "columns", name, i])
-    allowed = (str, type(None)) if ftype == "datetime" else _SCALARS
+    strings = ftype in ("datetime", "text")  # as /predict's schema: a string or null
+    allowed = (str, type(None)) if strings else _SCALARS
     for i, v in enumerate(values):
         if not isinstance(v, allowed):
-            raise RequestError([_err("type_error", [name, i], f"{ftype} column expects a scalar value, got {v!r}")])
+            what = "a string or null" if strings else "a scalar value"
+            raise RequestError([_err("type_error", [name, i], f"{ftype} column expects {what}, got {v!r}")])
     return values
 
 

@@ -17,16 +17,12 @@ from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 
 #: the artifact key `MlflowTracker.log_model` stores the saved waypost model under
 ARTIFACT_KEY = "waypost_model"
 #: ... or a deployment bundle (`waypost export`), served by the torch-free runtime
 BUNDLE_KEY = "waypost_bundle"
-#: prefix of the per-class probability columns in the output frame
-PROBA_PREFIX = "proba_"
-_CLASSIFICATION_TASKS = ("binary", "multiclass")
 
 
 def _is_scalar(value: Any) -> bool:
@@ -46,34 +42,23 @@ def _as_frame(model_input: Any) -> pd.DataFrame:
 
 
 class WaypostPyfunc(mlflow.pyfunc.PythonModel):
-    """Predicts with a `waypost.predictor.Predictor` loaded from the logged model's artifacts.
+    """Predicts with the logged bundle (torch-free runtime) or saved model (`Predictor`), through the
+    same scorers as `waypost predict` (`waypost.serve.batch`).
 
     Output: one row per input row, column `prediction`, plus `proba_<label>` per class for
     classifiers, so `mlflow models serve` answers with labels and probabilities in one call.
     """
 
     def load_context(self, context: Any) -> None:
-        # Imported here, not at the top: the Predictor pulls in torch, and MLflow executes this
-        # file while logging the model, where that cost (and a possible import error) is useless.
-        self.bundle = None
+        # Imported here, not at the top: the scorers pull in the runtime or torch, and MLflow
+        # executes this file while logging the model, where that cost (and a possible import error)
+        # is useless.
+        from waypost.serve.batch import BundleScorer, PredictorScorer
+
         if BUNDLE_KEY in context.artifacts:
-            import waypost.runtime as rt
-
-            self.bundle = rt.load(context.artifacts[BUNDLE_KEY])
-            return
-        from waypost.predictor import Predictor
-
-        self.model = Predictor.load(context.artifacts[ARTIFACT_KEY])
-
-    def _predict_bundle(self, df: pd.DataFrame) -> pd.DataFrame:
-        from waypost.deploy.bundle import records_from_frame
-
-        out = self.bundle.infer(records_from_frame(df, list(self.bundle.features)))
-        frame = pd.DataFrame({"prediction": out["prediction"]}, index=df.index)
-        if out["proba"] is not None:
-            for i, label in enumerate(self.bundle.classes):
-                frame[f"{PROBA_PREFIX}{label}"] = out["proba"][:, i]
-        return frame
+            self.scorer: Any = BundleScorer(context.artifacts[BUNDLE_KEY])
+        else:
+            self.scorer = PredictorScorer(context.artifacts[ARTIFACT_KEY])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -85,21 +70,7 @@ class WaypostPyfunc(mlflow.pyfunc.PythonModel):
         makes it warn). A dict (one row, or columns) or a list of records is accepted as well.
         """
         df = _as_frame(model_input)
-        if self.bundle is not None:
-            return self._predict_bundle(df)
-        pred = np.asarray(self.model.predict(df))
-        if pred.ndim == 2 and pred.shape[1] == 1:  # a (n, 1) regression output -> one column
-            pred = pred[:, 0]
-        out = pd.DataFrame({"prediction": list(pred) if pred.ndim > 1 else pred}, index=df.index)
-        if getattr(self.model, "task_", None) in _CLASSIFICATION_TASKS:
-            proba = self.model.predict_proba(df)
-            if not isinstance(proba, pd.DataFrame):
-                # defensive: an ndarray has no labels, name the columns by class position
-                proba = pd.DataFrame(proba)
-            for label in proba.columns:
-                # .to_numpy(): the proba frame may carry a fresh RangeIndex; align by position
-                out[f"{PROBA_PREFIX}{label}"] = proba[label].to_numpy()
-        return out
+        return self.scorer.score(df, keep=[], proba=True).set_axis(df.index)
 
 
 mlflow.models.set_model(WaypostPyfunc())

@@ -286,14 +286,3 @@ def mix_batch(
         torch.manual_seed(_seed_from(generator))
         x_mixed, y_soft = op(x, y)
     return x_mixed, y_soft.float()
-
-
-class MixCollate:
-    """Callable (x, y) -> (x, soft y) for a loader's last step; holds its own seeded generator."""
-
-    def __init__(self, cfg: AugmentConfig, n_classes: int, seed: int = 0) -> None:
-        self.cfg, self.n_classes = cfg, n_classes
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return mix_batch(x, y, self.cfg, self.n_classes, self.generator)

@@ -12,6 +12,10 @@ import numpy as np
 import torch
 
 
+#: Length bucketing sorts within chunks of this many batches (see TensorBatches).
+BUCKET_BATCHES = 50
+
+
 class TensorBatches:
     def __init__(
         self,
@@ -23,10 +27,18 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         collate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]] | None = None,
+        lengths: np.ndarray | None = None,
     ) -> None:
-        """`collate` reshapes each sliced batch (e.g. trims token padding to the batch's longest text)."""
+        """`collate` reshapes each sliced batch (e.g. trims token padding to the batch's longest text).
+
+        `lengths` (one per row) groups rows of similar length: a shuffled epoch is sorted by length
+        within chunks of `BUCKET_BATCHES` batches, so each batch pads to little more than its own rows
+        while the epoch stays random; an unshuffled pass is sorted outright. The engine scores each
+        batch against its own targets, so evaluation order does not matter.
+        """
         self.tensors = tensors
         self.collate = collate
+        self.lengths = None if lengths is None else torch.as_tensor(lengths)
         self.n = int(tensors[0].shape[0])
         self.batch_size = max(1, min(batch_size, self.n))
         self.shuffle = shuffle
@@ -41,10 +53,17 @@ class TensorBatches:
 
     def _order(self) -> torch.Tensor:
         if self.weights is not None:  # oversampling: draw n rows with replacement by weight
-            return torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
-        if self.shuffle:
-            return torch.randperm(self.n, generator=self.generator)
-        return torch.arange(self.n)
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator)
+        elif self.lengths is not None:
+            return torch.argsort(self.lengths, stable=True)
+        else:
+            return torch.arange(self.n)
+        if self.lengths is None:
+            return order
+        chunks = order.split(self.batch_size * BUCKET_BATCHES)
+        return torch.cat([c[torch.argsort(self.lengths[c], stable=True)] for c in chunks])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self._order()

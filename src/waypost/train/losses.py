@@ -24,6 +24,12 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=-1)
+        if target.ndim == 2:  # soft targets (mixup/cutmix): the same loss, weighted by each class's share
+            t = target.float()
+            per_class = -((1.0 - log_p.exp()) ** self.gamma) * log_p * t
+            if self.weight is not None:
+                return (per_class * self.weight).sum() / (t * self.weight).sum()
+            return per_class.sum(1).mean()
         log_p_true = log_p.gather(1, target[:, None]).squeeze(1)
         loss = -((1.0 - log_p_true.exp()) ** self.gamma) * log_p_true
         if self.weight is not None:

@@ -1,9 +1,8 @@
 """Transfer-learning schedule: which stages train when, at which learning rate, and what BatchNorm does.
 
 Framework-agnostic: an encoder only has to expose `stages() -> list[list[nn.Parameter]]` from the
-stem (index 0) to the top stage (index -1); the head is any module. (waypost.models.image_cnn's
-ImageEncoder does; when an encoder also has `freeze_backbone()` / `unfreeze_top(n)` they are
-called too, so its own bookkeeping stays in step.)
+stem (index 0) to the top stage (index -1); the head is any module (waypost's image and text
+encoders do). Freezing, unfreezing and BatchNorm modes live here only.
 
 The recipe, and why:
 1. Head only for `freeze_epochs` epochs: a new, random head sends large, noisy gradients back that
@@ -40,10 +39,11 @@ import lightning.pytorch as L
 from torch import nn
 
 from waypost.errors import ConfigError
+# Below SMALL_DATA images pretrained features are kept mostly fixed (head first, top stages only):
+# the same threshold under which the architecture choice prefers pretrained weights.
+from waypost.models.image_cnn import SMALL_DATA
 
 BNMode = Literal["freeze_frozen", "freeze_all", "train"]
-#: Below this many images, pretrained features are kept mostly fixed (head first, top stages only).
-SMALL_DATA = 2_000
 #: At or above this many images, fine-tune everything from the first epoch.
 LARGE_DATA = 20_000
 #: Batches smaller than this make BatchNorm's batch statistics too noisy to train on.
@@ -218,9 +218,6 @@ def apply_phase(encoder: StagedEncoder, plan: TransferPlan, epoch: int,
     """
     stages = encoder.stages()
     frozen = frozen_stages(len(stages), plan, epoch)
-    if hasattr(encoder, "freeze_backbone") and hasattr(encoder, "unfreeze_top"):
-        encoder.freeze_backbone()  # keeps an ImageEncoder's own frozen-stage bookkeeping in step
-        encoder.unfreeze_top(len(stages) - len(frozen))
     for index, params in enumerate(stages):
         for p in params:
             p.requires_grad_(index not in frozen)
@@ -234,7 +231,7 @@ class TransferSchedule(L.Callback):
     """Runs `apply_phase` at each training epoch start and keeps frozen BN in eval mode per batch.
 
     `encoder`: the staged encoder; when None it is looked up as `pl_module.net.encoder` (the
-    engine's SupervisedModule holding an ImageClassifier). `phases` records (epoch, n_frozen).
+    engine's SupervisedModule holding an EncoderClassifier). `phases` records (epoch, n_frozen).
     """
 
     def __init__(self, plan: TransferPlan, encoder: StagedEncoder | None = None) -> None:
