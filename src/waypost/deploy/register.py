@@ -36,8 +36,9 @@ def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
             metrics["metric_drop"] = report["metrics"]["drop"]
         tracker.log_metrics(metrics)
         tracker.log_dict(report, "export_report.json")
+        extra = "runtime-text" if predictor.preprocessor_.kind == "text_frame" else "runtime"  # tokenizers
         info = tracker.log_model(bundle_dir, name, artifact_key="waypost_bundle",
-                                 pip_requirements=["waypost[runtime]"])
+                                 pip_requirements=[f"waypost[{extra}]"])
         if alias:
             existing = _aliases(tracker, name)
             if alias != "champion" or alias not in existing:

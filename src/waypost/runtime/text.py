@@ -27,7 +27,7 @@ def load_tokenizer(tokenizer_json: str, max_length: int) -> Any:
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:  # pragma: no cover - the runtime extra without tokenizers
-        raise ConfigError("text bundles need the tokenizers package: pip install tokenizers") from exc
+        raise ConfigError("text bundles need the tokenizers package: pip install 'waypost[runtime-text]'") from exc
     tok = Tokenizer.from_str(tokenizer_json)
     tok.enable_truncation(max_length)
     tok.no_padding()
