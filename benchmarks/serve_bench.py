@@ -122,8 +122,25 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
+def _arrow_bodies(records: list[dict], k: int) -> list[bytes]:
+    """Arrow IPC streams of ``k`` rows each, built from the records as a client would (pyarrow)."""
+    import pyarrow as pa
+
+    bodies = []
+    for i in range(0, len(records), k):
+        chunk = [records[(i + j) % len(records)] for j in range(k)]
+        table = pa.Table.from_pylist(chunk)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        bodies.append(sink.getvalue().to_pybytes())
+        if len(bodies) >= 8:
+            break
+    return bodies
+
+
 async def _load(url: str, records: list[dict], concurrency: int, n_requests: int,
-                rows_per_request: int = 1, barrier: Any = None, columnar: bool = False) -> dict[str, Any]:
+                rows_per_request: int = 1, barrier: Any = None, columnar: str = "") -> dict[str, Any]:
     """``concurrency`` virtual users, each with its own keep-alive connection, sending single-row
     requests back to back until ``n_requests`` are done.
 
@@ -135,15 +152,19 @@ async def _load(url: str, records: list[dict], concurrency: int, n_requests: int
 
     # bodies encoded once, outside the timed loop, the same for every server
     k = rows_per_request
-    if columnar:  # POST /predict/columns: one array per column
+    headers = {"content-type": "application/json"}
+    if columnar == "json":  # POST /predict/columns: one JSON array per column
         path = "/predict/columns"
         chunks = [[records[(i + j) % len(records)] for j in range(k)] for i in range(0, len(records), k)]
         bodies = [json.dumps({"columns": {c: [r[c] for r in chunk] for c in chunk[0]}}).encode() for chunk in chunks]
+    elif columnar == "arrow":  # POST /predict/columns with an Arrow IPC stream
+        path = "/predict/columns"
+        bodies = _arrow_bodies(records, k)
+        headers = {"content-type": "application/vnd.apache.arrow.stream"}
     else:
         path = "/predict"
         bodies = [json.dumps(records[i] if k == 1 else [records[(i + j) % len(records)] for j in range(k)]).encode()
                   for i in range(0, len(records), k)]
-    headers = {"content-type": "application/json"}
     latencies: list[float] = []
     errors = 0
     counter = iter(range(n_requests))
@@ -178,7 +199,7 @@ def _load_child(queue: Any, barrier: Any, *args: Any) -> None:
 
 
 def _run_load(url: str, records: list[dict], concurrency: int, n_requests: int, procs: int = 1,
-              rows_per_request: int = 1, columnar: bool = False) -> dict[str, float]:
+              rows_per_request: int = 1, columnar: str = "") -> dict[str, float]:
     """Run ``_load`` in ``procs`` client processes (users and requests split between them): one
     Python client process saturates one core at roughly 1,500 requests/s, below what a fast server
     answers, so a single client process would measure itself."""
@@ -295,6 +316,8 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-latency-ms", type=float, default=5.0)
     parser.add_argument("--no-log", action="store_true", help="serve without the prediction log")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime threads of (a) (default: waypost serve's own choice)")
     parser.add_argument("--client-procs", type=int, default=max(1, min(4, (os.cpu_count() or 1) - 1)),
                         help="httpx client processes sharing each level's users (default: cpus - 1, 1..4: "
                              "the server keeps a core)")
@@ -302,6 +325,9 @@ def main() -> None:
                         help="extra run of (a) with requests of this many rows at concurrency 16 (1: skip)")
     parser.add_argument("--columns-rows", type=int, default=1024,
                         help="extra run of (a) through POST /predict/columns with this many rows per request, "
+                             "compared with (c) on batches of the same size (0: skip)")
+    parser.add_argument("--arrow-rows", type=int, default=8192,
+                        help="extra run of (a) through POST /predict/columns with Arrow IPC streams of this many rows, "
                              "compared with (c) on batches of the same size (0: skip)")
     parser.add_argument("--no-raw", action="store_true", help="skip the extra runs with the minimal raw client")
     parser.add_argument("--work-dir", default=None, help="keep the model and bundle here (default: a temp dir)")
@@ -344,10 +370,12 @@ def main() -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     columns_result: dict[str, Any] | None = None
+    arrow_result: dict[str, Any] | None = None
     log_path = "none" if args.no_log else str(work / "predictions.sqlite")
     code = ("from waypost.serve.cli import serve; "
             f"serve({str(bundle_dir)!r}, port={port}, max_batch_size={args.max_batch_size}, "
-            f"max_latency_ms={args.max_latency_ms}, log_path={log_path!r}, log_level='warning')")
+            f"max_latency_ms={args.max_latency_ms}, log_path={log_path!r}, log_level='warning', "
+            f"intra_op_threads={args.threads!r})")
     proc = _start(["-c", code], port)
     try:
         for level in levels:
@@ -365,7 +393,10 @@ def main() -> None:
             list_result = listed
         if args.columns_rows > 0:  # bulk clients: the HTTP and JSON cost shared by many rows
             columns_result = _run_load(url, records, 4, max(8, args.requests // 30), 1,
-                                       rows_per_request=args.columns_rows, columnar=True)
+                                       rows_per_request=args.columns_rows, columnar="json")
+        if args.arrow_rows > 0:  # the same, in Arrow IPC: no per-value parsing or encoding
+            arrow_result = _run_load(url, records, 4, max(8, args.requests // 15), 1,
+                                     rows_per_request=args.arrow_rows, columnar="arrow")
         if not args.no_raw:
             b0, r0 = _batch_stats(url)
             raw["waypost serve"][max(levels)] = asyncio.run(_load_raw(port, records, max(levels), args.requests))
@@ -394,6 +425,8 @@ def main() -> None:
     p50_one, p99_one = _single_row_p50(bundle, records)
     if columns_result is not None:
         columns_result["ceiling"] = _ceiling(bundle, records, args.columns_rows, 200_000)
+    if arrow_result is not None:
+        arrow_result["ceiling"] = _ceiling(bundle, records, args.arrow_rows, 400_000)
 
     # report
     print()
@@ -427,9 +460,15 @@ def main() -> None:
         print(f"columnar: POST /predict/columns, {args.columns_rows} rows per request, concurrency 4: "
               f"{r['rows_s']:,.0f} rows/s (p50 {r['p50_ms']:.1f} ms); (c) on {args.columns_rows}-row batches: "
               f"{r['ceiling']:,.0f} rows/s; (a)/(c) = {r['rows_s'] / r['ceiling']:.2f}x (target >= 0.5)")
+    if arrow_result is not None:
+        r = arrow_result
+        print(f"arrow: POST /predict/columns, Arrow IPC, {args.arrow_rows} rows per request, concurrency 4: "
+              f"{r['rows_s']:,.0f} rows/s (p50 {r['p50_ms']:.1f} ms); (c) on {args.arrow_rows}-row batches: "
+              f"{r['ceiling']:,.0f} rows/s; (a)/(c) = {r['rows_s'] / r['ceiling']:.2f}x (target >= 0.5)")
     print(f"in-process bundle.predict, one row: p50 {p50_one:.3f} ms, p99 {p99_one:.3f} ms   (target p50 <= 1 ms)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "raw_client": raw, "list_requests": list_result, "a_over_b": a / b, "a_over_c": a / c,
+        Path(args.json).write_text(json.dumps({"results": results, "raw_client": raw, "list_requests": list_result,
+                                               "json_columns": columns_result, "arrow": arrow_result, "a_over_b": a / b, "a_over_c": a / c,
                                                "bundle_predict_p50_ms": p50_one, "cpus": os.cpu_count()},
                                               indent=2, default=str))
 

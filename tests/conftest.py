@@ -61,3 +61,18 @@ def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         Image.fromarray(arr).save(buf, format="PNG")
         pngs.append(buf.getvalue())
     return {"bundle": root / "bundle", "model": root / "model", "test": test, "pngs": pngs}
+
+
+@pytest.fixture(scope="session")
+def penguins_bundle(tmp_path_factory: pytest.TempPathFactory):
+    """A LightGBM model on palmer penguins (multiclass, category + binary + numeric columns with
+    missing values), exported to an ONNX bundle once for the serving tests: (predictor, bundle_dir,
+    test frame without the target)."""
+    from waypost import Predictor
+    from waypost.scenarios.datasets import load_dataset, split
+
+    train, test = split(load_dataset("penguins"), "species")
+    predictor = Predictor(target="species", preset="fast", model="lightgbm", track=False, verbose=False).fit(train)
+    bundle_dir = tmp_path_factory.mktemp("serve") / "bundle"
+    predictor.export(bundle_dir)
+    return predictor, bundle_dir, test.drop(columns=["species"]).reset_index(drop=True)

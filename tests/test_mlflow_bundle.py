@@ -67,3 +67,23 @@ def test_mlflow_models_serve_answers_invocations(exported, tracking_uri, tmp_pat
         got = np.array([r["proba_malignant"] for r in predictions])
         np.testing.assert_allclose(got, p.predict_proba(rows)["malignant"].to_numpy(), atol=1e-4)
         assert [r["prediction"] for r in predictions] == list(p.predict(rows))
+
+
+def test_an_over_budget_bundle_is_registered_without_an_alias(exported, tracking_uri, tmp_path):
+    """An int8 bundle that loses more than a point is registered for the record but given no alias,
+    so `models:/NAME@alias` never starts serving it unnoticed; within budget the alias is set."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from waypost.deploy.register import register_bundle
+
+    p, _, out, report = exported
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    over = register_bundle(p, copy, {**report, "optimize": "int8", "metrics": {"drop": 0.05}}, alias="challenger")
+    assert over.get("alias") is None and "over the 1-point budget: @challenger not set" in over["alias_withheld"]
+    within = register_bundle(p, copy, {**report, "optimize": "int8", "metrics": {"drop": 0.002}}, alias="challenger")
+    aliases = MlflowClient(tracking_uri).get_registered_model("bc-bundle").aliases
+    assert within["alias"] == "challenger" and str(aliases["challenger"]) == str(within["version"]) != str(over["version"])
+    assert str(aliases["champion"]) == "2"

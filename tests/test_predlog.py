@@ -32,9 +32,10 @@ def test_round_trip_and_schema(tmp_path):
     assert rows[0]["model_version"] == "m/1" and abs(rows[0]["ts"] - time.time()) < 60
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    cols = [(c[1], c[2]) for c in conn.execute("PRAGMA table_info(predictions)")]
-    assert cols == [("id", "INTEGER"), ("ts", "REAL"), ("model_version", "TEXT"), ("latency_ms", "REAL"),
-                    ("inputs", "TEXT"), ("outputs", "TEXT")]
+    cols = [(c[1], c[2]) for c in conn.execute("PRAGMA table_info(segments)")]
+    assert cols == [("id", "INTEGER"), ("first_id", "INTEGER"), ("n_rows", "INTEGER"), ("ts_min", "REAL"),
+                    ("ts_max", "REAL"), ("model_version", "TEXT"), ("data", "BLOB")]
+    assert conn.execute("SELECT first_id, n_rows FROM segments").fetchall() == [(1, 2)]  # one segment, 2 rows
     conn.close()
 
 
@@ -137,3 +138,34 @@ def test_an_unwritable_path_fails_at_open(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(sqlite3.OperationalError):
         PredictionLog(tmp_path / "taken").open()
+
+
+def test_columnar_requests_and_records_share_one_numbering(tmp_path):
+    """Columns (numpy arrays, as /predict/columns logs them) and records land in segments whose
+    rows read back in order, ids running on across segments, filters cutting inside a segment."""
+    import numpy as np
+
+    path = tmp_path / "log.sqlite"
+    proba = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]], dtype=np.float32)
+    with PredictionLog(path, flush_ms=10) as log:
+        assert log.log_columns("v1", {"bill": np.array([39.1, np.inf, 41.0]), "island": np.array(["Dream", None, "Biscoe"],
+                                                                                                 dtype=object)},
+                               np.array(["Adelie", "Gentoo", "Adelie"], dtype=object), proba, ["Adelie", "Gentoo"],
+                               latency_ms=2.0, ts=1000.0) == 3
+        log.flush()
+        log.log("v2", [{"bill": 50.5, "island": "Torgersen"}], [OUT], latency_ms=1.0, ts=2000.0)
+        with pytest.raises(ValueError, match="do not have the prediction's 3 rows"):
+            log.log_columns("v1", {"bill": np.zeros(2)}, np.zeros(3))
+    reader = PredictionLog(path)
+    rows = reader.read()
+    assert [r["id"] for r in rows] == [1, 2, 3, 4] and reader.count() == 4
+    assert rows[1]["inputs"] == {"bill": None, "island": None}  # inf and None both read back as null
+    assert rows[2]["outputs"] == {"prediction": "Adelie", "probabilities": {"Adelie": 0.5, "Gentoo": 0.5}}
+    assert rows[3]["model_version"] == "v2" and rows[3]["inputs"]["island"] == "Torgersen"
+    assert [r["id"] for r in reader.read(limit=2)] == [3, 4]  # the cut falls inside the first segment
+    assert [r["id"] for r in reader.read(model_version="v1", since=999.0)] == [1, 2, 3]
+    frame = reader.read_frame(limit=3)
+    assert frame["_id"].tolist() == [2, 3, 4] and frame["proba_Gentoo"].tolist() == pytest.approx([0.7, 0.5, 0.1])
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT first_id, n_rows FROM segments ORDER BY id").fetchall() == [(1, 3), (4, 1)]
+    conn.close()

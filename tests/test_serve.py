@@ -36,18 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # fixtures: one real model and bundle for the module
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def penguins(tmp_path_factory):
-    """A LightGBM model on palmer penguins (multiclass, category + binary + numeric columns with
-    missing values), exported to an ONNX bundle."""
-    from waypost import Predictor
-    from waypost.scenarios.datasets import load_dataset, split
-
-    train, test = split(load_dataset("penguins"), "species")
-    predictor = Predictor(target="species", preset="fast", model="lightgbm", track=False, verbose=False).fit(train)
-    bundle_dir = tmp_path_factory.mktemp("serve") / "bundle"
-    predictor.export(bundle_dir)
-    test = test.drop(columns=["species"]).reset_index(drop=True)
-    return predictor, bundle_dir, test
+def penguins(penguins_bundle):
+    """(predictor, bundle_dir, test frame): a LightGBM penguins bundle (conftest)."""
+    return penguins_bundle
 
 
 def _records(frame) -> list[dict]:
@@ -282,6 +273,11 @@ def test_health_ready_info_and_openapi(penguins, serve):
             return (await client.get("/health")).status_code, (await client.get("/ready")).status_code
 
     assert asyncio.run(before_start()) == (200, 503)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    errors = {s.labels["kind"]: s.value for f in text_string_to_metric_families(app.state.waypost.metrics.render().decode())
+              for s in f.samples if s.name == "waypost_errors_total"}
+    assert errors["overloaded"] == 0 and sum(errors.values()) == 0  # "not ready yet" is not an error
 
     server = serve()
     with httpx.Client(base_url=server.url, timeout=10) as client:

@@ -248,6 +248,8 @@ def export(
         if reg:
             _console().print(f"registered [bold]{reg['registered_model']}[/] version {reg['version']}"
                              + (f" as @{reg['alias']}" if reg.get("alias") else ""))
+            if reg.get("alias_withheld"):
+                _console().print(f"[bold red]{reg['alias_withheld']}[/]")
         _console().print(f"wrote bundle [bold]{output}[/]; try: waypost serve {output}")
 
     _run(go)

@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from waypost.deploy.bundle import MAX_METRIC_DROP
+
 
 def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
-                    alias: str | None = "champion", tracking_uri: str | None = None) -> dict[str, Any] | None:
+                    alias: str | None = "champion") -> dict[str, Any] | None:
     """Returns the registration info, or None when the model was trained without tracking."""
     from waypost.runtime.bundle import MANIFEST
     from waypost.track.tracker import MlflowTracker
 
-    uri = tracking_uri or predictor.lineage_.get("mlflow_tracking_uri")
+    uri = predictor.lineage_.get("mlflow_tracking_uri")  # the store the training run lives in
     parent = predictor.lineage_.get("mlflow_run_id")
     if not uri or not parent:
         return None
@@ -39,7 +41,13 @@ def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
         extra = "runtime-text" if predictor.preprocessor_.kind == "text_frame" else "runtime"  # tokenizers
         info = tracker.log_model(bundle_dir, name, artifact_key="waypost_bundle",
                                  pip_requirements=[f"waypost[{extra}]"])
-        if alias:
+        drop = (report.get("metrics") or {}).get("drop", 0.0)
+        if alias and drop > MAX_METRIC_DROP:
+            # registered for the record, but nothing serves it by alias: an over-budget int8/fp16
+            # bundle must not become @champion because nobody read the warning
+            info["alias_withheld"] = (f"{report['optimize']} costs {drop * 100:.1f} points, over the 1-point "
+                                      f"budget: @{alias} not set (set it by hand if this is intended)")
+        elif alias:
             existing = _aliases(tracker, name)
             if alias != "champion" or alias not in existing:
                 tracker.set_alias(name, alias, info["version"])

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import math
 import os
 import time
 from contextlib import asynccontextmanager
@@ -37,11 +36,12 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE
-from waypost.errors import DataError
-from waypost.serve.batcher import Batcher, Overloaded
+from waypost.serve.answer import predict_body
+from waypost.serve.batcher import Batcher
+from waypost.serve.columnar import ARROW_STREAM, predict_columns_body
 from waypost.serve.metrics import ServeMetrics, multiprocess_dir
 from waypost.serve.predlog import PredictionLog
-from waypost.serve.schema import ErrorResponse, PredictResponse, RecordSchema, RequestError
+from waypost.serve.schema import ErrorResponse, PredictResponse, RecordSchema
 
 log = logging.getLogger("waypost.serve")
 
@@ -70,10 +70,6 @@ def load_bundle(path: str | os.PathLike, intra_op_threads: int | None = None) ->
 
 def _label_key(label: Any) -> str:
     return label if isinstance(label, str) else json.dumps(label)
-
-
-def _finite(values: list[Any]) -> list[Any]:
-    return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
 
 
 def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> Response:
@@ -131,9 +127,8 @@ class _Guard:
             # the routed /predict must close this request's arrival too, or the batcher waits for it
             scope["waypost.arrival"] = arrival
             if path == "/predict/columns" and st.fast_path and scope["method"] == "POST":
-                from waypost.serve.columnar import predict_columns_body
-
-                code, payload, headers = await predict_columns_body(st, body)
+                content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+                code, payload, headers = await predict_columns_body(st, body, content_type)
                 status[0] = code
                 await send({"type": "http.response.start", "status": code, "headers": headers})
                 await send({"type": "http.response.body", "body": payload})
@@ -190,55 +185,6 @@ class _Guard:
         resp = _error(413, msg)
         resp.headers["Connection"] = "close"  # the rest of the body is never read
         await resp(scope, receive, send)
-
-
-_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode  # built once, not per call
-
-
-def _payload(code: int, content: Any, extra: tuple = ()) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    payload = _ENCODE(content).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *extra]
-    return code, payload, headers
-
-
-def _error_payload(code: int, message: str, detail: Any = None, extra: tuple = ()):
-    return _payload(code, {"detail": detail if detail is not None else message, "message": message}, extra)
-
-
-async def predict_body(st: Any, body: bytes, arrival: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """POST /predict on a buffered body: (status, JSON bytes, headers). Never raises."""
-    try:
-        columns, models, _single = st.schema.parse(body)
-    except RequestError as exc:
-        return _error_payload(422, str(exc), exc.errors)
-    finally:
-        if arrival is not None:
-            arrival.done()
-    try:
-        result = await st.batcher.submit(columns, len(models))
-    except Overloaded as exc:
-        return _error_payload(503, str(exc), extra=((b"retry-after", str(exc.retry_after).encode()),))
-    except DataError as exc:
-        msg = str(exc)
-        return _error_payload(422, msg, [{"type": "data_error", "loc": ["body"], "msg": msg}])
-    except Exception as exc:  # noqa: BLE001 - the details go to the server log, not to the client
-        log.error("prediction failed: %r", exc, exc_info=exc)
-        return _error_payload(500, f"internal error: {type(exc).__name__}")
-    predictions = _finite(result.prediction.tolist())
-    content: dict[str, Any] = {"predictions": predictions}
-    outputs: list[dict[str, Any]]
-    if result.proba is not None and st.class_keys is not None:
-        keys = st.class_keys
-        probabilities = [dict(zip(keys, row)) for row in result.proba.tolist()]
-        content["probabilities"] = probabilities
-        outputs = [{"prediction": p, "probabilities": q} for p, q in zip(predictions, probabilities)]
-    else:
-        outputs = [{"prediction": p} for p in predictions]
-    content["model_version"] = st.version
-    if st.predlog is not None:
-        if st.predlog.log(st.version, st.schema.record_dicts(models, columns), outputs, result.latency_ms) == 0:
-            st.metrics.log_dropped.inc(len(models))
-    return _payload(200, content)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -350,13 +296,19 @@ def create_app(
     @app.post(
         "/predict/columns",
         summary="Predict many rows sent as one array per column (high throughput)",
-        description='Body: {"columns": {"<column>": [values...], ...}}; answer: predictions and, for '
-                    "classifiers, probabilities as {label: [p, ...]}.",
+        description='JSON body: {"columns": {"<column>": [values...], ...}}; answer: predictions and, for '
+                    "classifiers, probabilities as {label: [p, ...]}. Or an Arrow IPC stream "
+                    f"(Content-Type: {ARROW_STREAM}) with one column per feature; answer: an Arrow IPC "
+                    "stream with `prediction` and `proba_<label>` columns, the model version in the "
+                    "x-model-version header. Errors are JSON.",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "required": ["columns"], "properties": {
+                "columns": {"type": "object", "additionalProperties": {"type": "array"}}}}},
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}}},
     )
     async def predict_columns(request: Request) -> Response:
-        from waypost.serve.columnar import predict_columns_body
-
-        code, payload, headers = await predict_columns_body(st, await request.body())
+        code, payload, headers = await predict_columns_body(st, await request.body(),
+                                                            request.headers.get("content-type"))
         return Response(payload, status_code=code, headers={k.decode(): v.decode() for k, v in headers})
 
     @app.get("/health", summary="Liveness: 200 while the process runs")

@@ -74,8 +74,8 @@ def serve(
         raise ConfigError(f"--max-latency-ms must be >= 0, got {max_latency_ms}")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     log_file = resolve_log_path(log_path)
-    if intra_op_threads is None:  # leave one core to the event loops (HTTP, JSON, validation)
-        intra_op_threads = max(1, ((os.cpu_count() or 1) - 1) // workers)
+    if intra_op_threads is None:  # every core: bulk requests are model-bound (see docs/decisions.md)
+        intra_op_threads = max(1, (os.cpu_count() or 1) // workers)
     settings: dict[str, Any] = {
         "bundle_path": bundle_dir, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
         "queue_size": queue_size, "api_key": api_key, "max_body_bytes": max_body_bytes,

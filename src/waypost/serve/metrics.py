@@ -75,6 +75,8 @@ class ServeMetrics:
         children = self._children.get(key)
         if children is None:  # labels() costs a lock and a dict lookup per call: cache the children
             kind = STATUS_KIND.get(status, "internal" if status >= 500 else None)
+            if endpoint == "/ready" and status == 503:
+                kind = None  # "not ready yet" (start-up, shutdown) is the probe's answer, not an error
             children = self._children[key] = (
                 self.requests.labels(endpoint=endpoint, status=str(status)),
                 self.latency.labels(endpoint=endpoint),

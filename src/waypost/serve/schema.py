@@ -143,12 +143,9 @@ class RecordSchema:
         self._one = TypeAdapter(self.model)
         self._many = TypeAdapter(Annotated[list[self.model], Field(min_length=1)])  # type: ignore[valid-type]
 
-    def parse(self, body: bytes) -> tuple[dict[str, list[Any]], list[dict[str, Any]] | None, bool]:
-        """Validate a JSON body: returns (columns, records, single).
-
-        ``records`` are the validated rows as plain dicts (for the prediction log).
-        Raises RequestError naming the field at fault.
-        """
+    def parse(self, body: bytes) -> tuple[dict[str, list[Any]], int]:
+        """Validate a JSON body (one record or a list): returns (columns, number of rows), image
+        columns decoded to bytes. Raises RequestError naming the field at fault."""
         start = body.lstrip()[:1]
         try:
             if start == b"{":
@@ -176,17 +173,7 @@ class RecordSchema:
                     errors += exc.errors
             if errors:
                 raise RequestError(errors)
-        return columns, models, single
-
-    def record_dicts(self, models: list[BaseModel], columns: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
-        """Validated rows for the prediction log; images (given the decoded ``columns``) as ``image_digest``."""
-        records = [m.model_dump(by_alias=True) for m in models]
-        if self.image_columns:
-            for col in self.image_columns:
-                blobs = columns[col] if columns is not None else [None] * len(records)
-                for rec, blob in zip(records, blobs):
-                    rec[col] = image_digest(blob) if isinstance(blob, bytes) else None
-        return records
+        return columns, len(models)
 
     def openapi_components(self) -> dict[str, Any]:
         """JSON schemas to add under ``components.schemas``."""
