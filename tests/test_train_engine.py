@@ -110,6 +110,28 @@ def test_gradient_clipping_hook_clips_to_the_global_norm_and_reports_the_raw_nor
     assert float(module._grad_norms[-1]) == pytest.approx(float(raw), rel=1e-5)
 
 
+def test_gpu_fits_train_without_cudnn_attention_and_restore_the_flags(monkeypatch):
+    """cuDNN attention builds a plan per new (batch, length); trimmed text batches change length
+    nearly every step, which made GPU text fits ~20x slower (engine.attention_backends)."""
+    import waypost.train.engine as engine
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with engine.attention_backends("gpu"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with engine.attention_backends("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+    seen = []
+    real = engine.attention_backends
+    monkeypatch.setattr(engine, "attention_backends", lambda acc: seen.append(acc) or real(acc))
+    (tr, va) = _wine_tensors()
+    fit_network(TabularMLP(13, [], 3, [8]), TensorBatches(tr, 32, shuffle=True, drop_last=True), TensorBatches(va, 512),
+                task="multiclass", loss_fn=torch.nn.CrossEntropyLoss(), cfg=TrainingConfig(max_epochs=1))
+    assert seen == [engine.resolve_device(TrainingConfig())[0]]  # the fit's own accelerator decides
+
+
 def test_time_limit_stops_training():
     (tr, va) = _wine_tensors()
     net = TabularMLP(13, [], 3, [64])

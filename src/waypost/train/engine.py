@@ -10,6 +10,7 @@ import logging
 import math
 import time
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -129,6 +130,26 @@ def resolve_device(cfg: TrainingConfig) -> tuple[str, str]:
     return accelerator, precision
 
 
+def attention_backends(accelerator: str) -> AbstractContextManager[Any]:
+    """Scaled-dot-product attention without the cuDNN backend while a GPU trains.
+
+    On Hopper GPUs torch prefers cuDNN's attention kernels, and cuDNN builds an execution plan for
+    every new (batch, sequence length) it sees. Text batches here are trimmed to their longest text,
+    so nearly every batch has a new length: on an H100 (torch 2.11) the scratch Transformer's first
+    fit in a process took 364 ms a step with cuDNN attention and 26 ms without it (a bare loop over
+    the same batches with warm plans: 22 ms; benchmarks/gpu_check.py --profile).
+    Flash / memory-efficient attention need no plan, and a small model's attention is little of its
+    step. Global torch flags, restored when the fit ends; CPU fits are untouched.
+    """
+    if accelerator != "gpu":
+        return nullcontext()
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch without torch.nn.attention
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 @dataclass
 class FitResult:
     history: dict[str, list[float]]
@@ -188,7 +209,8 @@ def fit_network(
         default_root_dir=None,
     )
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=valid)
+    with attention_backends(accelerator):
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=valid)
     seconds = time.perf_counter() - started
     net.cpu().eval()
     return FitResult(
