@@ -119,3 +119,17 @@ def test_missing_and_corrupt_images_are_named_or_skipped(digits, tmp_path):
     assert skipped and skipped[0].choice == "2 skipped"
     with pytest.raises(DataError, match="gone.png"):
         p.predict(pd.DataFrame({"image": [str(tmp_path / "gone.png")]}))
+
+
+def test_image_batches_go_to_the_gpu_only_when_training_there_and_they_fit(monkeypatch):
+    import numpy as np
+    import torch
+
+    from waypost.config import TrainingConfig
+    from waypost.models.image_model import batch_device
+
+    images = np.zeros((10, 1, 5, 5), dtype=np.uint8)  # 250 bytes
+    assert batch_device(TrainingConfig(accelerator="cpu"), images) is None
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1000, 4000))  # 1,000 bytes free
+    assert batch_device(TrainingConfig(accelerator="gpu"), images) == "cuda"  # 250 <= a quarter of 1,000
+    assert batch_device(TrainingConfig(accelerator="gpu"), images, images[:1]) is None  # 275 > 250

@@ -14,6 +14,23 @@ from waypost.models.column_model import ColumnModel, tabular_tensors, unpack
 from waypost.plan import Decision
 
 
+#: the uint8 images go to the GPU when they take at most this share of its free memory
+GPU_DATA_SHARE = 0.25
+
+
+def batch_device(cfg: Any, *images: Any) -> str | None:
+    """Where training batches are cut and augmented: the GPU when the fit runs there and the uint8
+    images fit in a quarter of its free memory, else the CPU (None). On an H100, augmenting on the
+    CPU doubled small_cnn's epoch (benchmarks/gpu_check.py); the augmentation code is the same on
+    either device."""
+    from waypost.train.engine import resolve_device
+
+    if resolve_device(cfg)[0] != "gpu":
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    return "cuda" if sum(int(a.nbytes) for a in images) <= GPU_DATA_SHARE * free else None
+
+
 class ImageModel(ColumnModel):
     kind = "image"
     file = "image.safetensors"
@@ -72,11 +89,12 @@ class ImageModel(ColumnModel):
         plan, why = self._transfer_plan(n, pretrained)
         self.decisions_.append(Decision("training", "transfer", "fine-tune" if pretrained else "from scratch", why))
         self.decisions_.append(self._loss(y_train))
+        device = batch_device(cfg, images_tr, images_va)
         train = ImageBatches(images_tr, y_train, self.batch_size_, mean=self.mean_, std=self.std_, augment=augment,
                              training=True, n_classes=self.n_classes, seed=cfg.seed, drop_last=True,
-                             extra=tabular_tensors(tab_tr), sample_weights=self.sample_weights_)
+                             extra=tabular_tensors(tab_tr), sample_weights=self.sample_weights_, device=device)
         valid = ImageBatches(images_va, y_valid, 256, mean=self.mean_, std=self.std_, training=False,
-                             extra=tabular_tensors(tab_va))
+                             extra=tabular_tensors(tab_va), device=device)
         self._train(train, valid, plan, tracker=tracker, verbose=verbose, time_limit=time_limit)
         return self
 
