@@ -35,7 +35,9 @@ checkpoint. After the head-only phase the validation loss rises (overconfidence)
 accuracy keeps climbing (seed 1, 50 per class: best loss at epoch 3 with 0.75 accuracy, 0.83 at
 epochs 18-20), so the restored model drops most of the fine-tuning. The scratch network is still
 improving at epoch 30 (best epochs 20-29): an equal epoch budget is the comparison the task sets,
-and the pretrained run costs ~0.4x the time.
+and the pretrained run costs ~0.4x the time. Choosing the kept epoch on validation error instead
+(`training.select_on: val_error`) was measured on CPU and GPU and was not better within the noise
+(the table in docs/decisions.md).
 
     python benchmarks/transfer.py                          # 3 seeds, ~13 min on 2 shared CPU cores
     python benchmarks/transfer.py --seeds 0                # one seed, ~4-5 min

@@ -159,3 +159,37 @@ def test_length_bucketing_keeps_every_row_and_groups_similar_lengths():
     assert spread < spread_plain / 5, (spread, spread_plain)  # batches pad to far less
     valid = torch.cat([b[0] for b in TensorBatches((rows,), 64, lengths=lengths)])
     assert (np.diff(lengths[valid.numpy()]) >= 0).all()  # evaluation: sorted outright
+
+
+def test_best_weights_selects_on_error_with_loss_ties_and_stops_after_patience():
+    """val_error keeps the most accurate epoch even when the loss rose meanwhile; equal errors go to
+    the lower loss; `patience` epochs without improvement stop training."""
+    from types import SimpleNamespace
+
+    from waypost.train.callbacks import BestWeights
+
+    net = torch.nn.Linear(1, 1)
+    epochs = [(0.30, 0.9), (0.20, 1.1), (0.20, 1.0), (0.25, 0.7), (0.25, 0.6), (0.22, 0.5)]
+    runs = {}
+    for monitor in ("val_error", "val_loss"):
+        best = BestWeights(monitor, patience=3)
+        trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, should_stop=False)
+        for epoch, (error, loss) in enumerate(epochs):
+            trainer.current_epoch = epoch
+            with torch.no_grad():
+                net.weight.fill_(epoch)
+            best.on_validation_end(trainer, SimpleNamespace(epoch_metrics={"val_error": error, "val_loss": loss},
+                                                            net=net))
+            if trainer.should_stop:
+                break
+        best.on_fit_end(trainer, SimpleNamespace(net=net))
+        runs[monitor] = (best.best_epoch, trainer.current_epoch, float(net.weight))
+    assert runs["val_error"] == (2, 5, 2.0)  # 0.20 twice: the lower loss (epoch 2); stopped 3 epochs later
+    assert runs["val_loss"] == (5, 5, 5.0)  # the loss kept improving: no early stop
+    diverged = BestWeights("val_loss", patience=50)
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=3, should_stop=False)
+    diverged.on_validation_end(trainer, SimpleNamespace(epoch_metrics={"val_error": 0.5, "val_loss": float("nan")},
+                                                        net=net))
+    assert trainer.should_stop  # a NaN loss stops at once, as Lightning's EarlyStopping did
+    with pytest.raises(ValueError, match="val_loss or val_error"):
+        BestWeights("accuracy")

@@ -185,6 +185,11 @@ class TrainingConfig(_Strict):
     warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     grad_clip_norm: float | None = Field(1.0, gt=0.0)
     early_stopping_patience: int = Field(20, ge=1)
+    select_on: Literal["val_loss", "val_error"] = Field(
+        "val_loss", description="The validation number that picks the epoch whose weights are kept and stops "
+        "training: val_loss, or val_error (classification error, RMSE for regression; ties go to the lower "
+        "loss). val_error was tried as the default for fine-tuned image classifiers and was not better "
+        "(docs/decisions.md).")
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     loss: Literal["auto", "cross_entropy", "focal", "mse", "huber"] = "auto"

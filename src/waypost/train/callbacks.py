@@ -4,6 +4,7 @@ Each does one job, so a run opts in or out by listing callbacks rather than by t
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as L
@@ -12,24 +13,37 @@ import torch
 
 
 class BestWeights(L.Callback):
-    """Snapshot the weights whenever the monitored metric improves and put the best back at the end.
+    """Snapshot the weights whenever the selection metric improves, stop after `patience` epochs
+    without improvement, and put the best back at the end.
 
-    Kept in memory (a tabular or head model is small) so no checkpoint files are left behind.
+    `monitor` is `val_loss` or `val_error` (classification error, or RMSE for regression); ties go
+    to the lower validation loss, so a coarse error on a small validation set still picks sensibly.
+    Early stopping lives here, not in Lightning's EarlyStopping, so the epoch kept and the epoch
+    that stops training are judged by the same rule. Weights are kept in memory (a tabular or head
+    model is small) so no checkpoint files are left behind.
     """
 
-    def __init__(self, monitor: str = "val_loss") -> None:
+    def __init__(self, monitor: str = "val_loss", patience: int | None = None) -> None:
+        if monitor not in ("val_loss", "val_error"):
+            raise ValueError(f"monitor: expected val_loss or val_error, got {monitor!r}")
         self.monitor = monitor
-        self.best = float("inf")
+        self.patience = patience
+        self.best: tuple[float, float] = (float("inf"), float("inf"))
         self.best_epoch = -1
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        value = pl_module.epoch_metrics.get(self.monitor, float("inf"))
+        m = pl_module.epoch_metrics
+        value = (m.get(self.monitor, float("inf")), m.get("val_loss", float("inf")))
         if value < self.best:
             self.best, self.best_epoch = value, trainer.current_epoch
             self.state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+        elif not math.isfinite(value[0]):  # diverged: more epochs will not bring it back
+            trainer.should_stop = True
+        elif self.patience is not None and trainer.current_epoch - self.best_epoch >= self.patience:
+            trainer.should_stop = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.state is not None:

@@ -101,11 +101,12 @@ class SupervisedModule(L.LightningModule):
         self._val_out, self._val_y = [], []
         if self.task == "regression":
             val_loss = F.mse_loss(out.squeeze(-1), y.float())
-            metric = val_loss.sqrt()  # rmse in standardised units
+            metric = error = val_loss.sqrt()  # rmse in standardised units
         else:
             val_loss = F.cross_entropy(out, y)  # unweighted: comparable across loss choices
             metric = (out.argmax(-1) == y).float().mean()
-        m = {"val_loss": float(val_loss), "val_metric": float(metric)}
+            error = 1.0 - metric
+        m = {"val_loss": float(val_loss), "val_metric": float(metric), "val_error": float(error)}
         if self._steps:
             m["train_loss"] = float(torch.stack(self._losses).float().mean())
             norms = torch.stack(self._grad_norms).float()
@@ -176,18 +177,17 @@ def fit_network(
     callbacks: list[L.Callback] | None = None,
     param_groups: list[dict] | None = None,
 ) -> FitResult:
-    """Train `net` in place with every default trick; the best validation weights are restored."""
+    """Train `net` in place with every default trick; the best validation weights are restored.
+
+    `cfg.select_on` (val_loss or val_error) picks the epoch kept and stops training after
+    `cfg.early_stopping_patience` epochs without improvement (see `BestWeights`)."""
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     net.train()  # Lightning keeps the mode it finds; a fitted (eval-mode) net would train without dropout
     accelerator, precision = resolve_device(cfg)
     module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train),
                               param_groups=param_groups)
-    best, history = BestWeights(), History(tracker)
-    hooks: list[L.Callback] = [
-        best,
-        history,
-        L.callbacks.EarlyStopping("val_loss", patience=cfg.early_stopping_patience, mode="min"),
-    ]
+    best, history = BestWeights(cfg.select_on, patience=cfg.early_stopping_patience), History(tracker)
+    hooks: list[L.Callback] = [best, history]
     weights = WeightMonitor(tracker) if cfg.weight_histograms else None
     if weights is not None:
         hooks.append(weights)
