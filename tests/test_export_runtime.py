@@ -122,6 +122,8 @@ def test_int8_and_fp16_reports(default_blend, tmp_path):
     assert rt.load(tmp_path / "q").manifest["model"]["optimize"] == "int8"
     half = p.export(tmp_path / "h", optimize="fp16", data=test)
     assert abs(half["metrics"]["drop"]) <= 0.01 and half["size_bytes"] < half["fp32"]["size_bytes"]
+    assert ("note" in half) == ("CUDAExecutionProvider" not in rt.load(tmp_path / "h").session.get_providers())
+    assert "note" not in report  # the fp16-on-CPU note is for fp16 alone
     no_data = p.export(tmp_path / "n", optimize="int8")
     assert "not measured" in no_data["warning"]
 

@@ -315,9 +315,11 @@ def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
         rows[f"{m['primary']} fp32 -> {report['optimize']}"] = (
             f"{m['fp32'][m['primary']]:.4f} -> {m[report['optimize']][m['primary']]:.4f}")
     _print_metrics(rows, "export report", key="measure")
-    if report.get("warning"):
-        from rich.console import Console
+    from rich.console import Console
 
+    if report.get("note"):
+        Console(stderr=True).print(f"[yellow]note:[/] {report['note']}")
+    if report.get("warning"):
         Console(stderr=True).print(f"[bold red]WARNING:[/] {report['warning']}")
 
 
