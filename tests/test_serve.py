@@ -33,14 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
-# fixtures: one real model and bundle for the module
+# helpers (the penguins bundle the tests serve is conftest's `penguins_bundle`)
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def penguins(penguins_bundle):
-    """(predictor, bundle_dir, test frame): a LightGBM penguins bundle (conftest)."""
-    return penguins_bundle
-
-
 def _records(frame) -> list[dict]:
     from waypost.deploy.bundle import json_records
 
@@ -48,12 +42,12 @@ def _records(frame) -> list[dict]:
 
 
 @pytest.fixture
-def serve(penguins):
+def serve(penguins_bundle):
     """serve(**create_app kwargs) -> a running ThreadServer; stopped after the test."""
     started = []
 
     def start(**kwargs) -> ThreadServer:
-        server = ThreadServer(create_app(penguins[1], **kwargs)).__enter__()
+        server = ThreadServer(create_app(penguins_bundle[1], **kwargs)).__enter__()
         started.append(server)
         return server
 
@@ -72,8 +66,8 @@ def _serve_argv(bundle: Path, port: int, **kwargs) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # /predict
 # ---------------------------------------------------------------------------------------------
-def test_predict_single_and_list_match_the_predictor(penguins, serve):
-    predictor, _, test = penguins
+def test_predict_single_and_list_match_the_predictor(penguins_bundle, serve):
+    predictor, _, test = penguins_bundle
     server = serve()
     records = _records(test)
     assert any(v is None for r in records for v in r.values()), "the test slice should hold missing values"
@@ -98,8 +92,8 @@ def test_predict_single_and_list_match_the_predictor(penguins, serve):
     assert list(body["probabilities"][0]) == [str(c) for c in predictor.classes_]
 
 
-def test_concurrent_requests_are_batched_and_answered_in_order(penguins, serve):
-    predictor, _, test = penguins
+def test_concurrent_requests_are_batched_and_answered_in_order(penguins_bundle, serve):
+    predictor, _, test = penguins_bundle
     server = serve(max_batch_size=32, max_latency_ms=20)
     records = _records(test)[:48]
     expected = list(predictor.predict(test.iloc[:48]))
@@ -119,8 +113,8 @@ def test_concurrent_requests_are_batched_and_answered_in_order(penguins, serve):
     assert n_batches < len(records), "concurrent single-row requests should share model calls"
 
 
-def test_validation_errors_are_422_naming_the_field(penguins, serve):
-    _, _, test = penguins
+def test_validation_errors_are_422_naming_the_field(penguins_bundle, serve):
+    _, _, test = penguins_bundle
     server = serve()
     good = _records(test)[0]
     missing = {k: v for k, v in good.items() if k != "bill_depth_mm"}
@@ -152,8 +146,8 @@ def test_validation_errors_are_422_naming_the_field(penguins, serve):
     assert m[("waypost_requests_total", (("endpoint", "/predict"), ("status", "422")))] == len(cases) + 3
 
 
-def test_body_over_the_limit_is_413(penguins, serve):
-    _, _, test = penguins
+def test_body_over_the_limit_is_413(penguins_bundle, serve):
+    _, _, test = penguins_bundle
     server = serve(max_body_bytes=2_000)
     records = _records(test)
     small = records[:2]
@@ -178,8 +172,8 @@ def test_body_over_the_limit_is_413(penguins, serve):
     assert m[("waypost_requests_total", (("endpoint", "/predict"), ("status", "413")))] == 2
 
 
-def test_api_key(penguins, serve):
-    _, _, test = penguins
+def test_api_key(penguins_bundle, serve):
+    _, _, test = penguins_bundle
     server = serve(api_key="s3cret")
     record = _records(test)[0]
     with httpx.Client(base_url=server.url, timeout=10) as client:
@@ -195,8 +189,8 @@ def test_api_key(penguins, serve):
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
 
 
-def test_full_queue_answers_503_with_retry_after(penguins, serve):
-    _, _, test = penguins
+def test_full_queue_answers_503_with_retry_after(penguins_bundle, serve):
+    _, _, test = penguins_bundle
     server = serve(max_batch_size=1, queue_size=1)
     real_infer = server.state.batcher.infer
 
@@ -226,8 +220,8 @@ def test_full_queue_answers_503_with_retry_after(penguins, serve):
     assert m[("waypost_queue_depth", ())] == 0
 
 
-def test_runtime_errors_become_422_or_500(penguins, serve):
-    _, _, test = penguins
+def test_runtime_errors_become_422_or_500(penguins_bundle, serve):
+    _, _, test = penguins_bundle
     server = serve(max_batch_size=64, max_latency_ms=30)
     real_infer = server.state.batcher.infer
 
@@ -263,8 +257,8 @@ def test_runtime_errors_become_422_or_500(penguins, serve):
 # ---------------------------------------------------------------------------------------------
 # health, readiness, schema, metrics
 # ---------------------------------------------------------------------------------------------
-def test_health_ready_info_and_openapi(penguins, serve):
-    predictor, bundle_dir, _ = penguins
+def test_health_ready_info_and_openapi(penguins_bundle, serve):
+    predictor, bundle_dir, _ = penguins_bundle
     app = create_app(bundle_dir)
 
     async def before_start():  # the ASGI transport runs no lifespan: bundle loaded, batcher not running
@@ -302,8 +296,8 @@ def test_health_ready_info_and_openapi(penguins, serve):
     assert m[("waypost_request_latency_seconds_count", (("endpoint", "/ready"),))] == 1
 
 
-def test_two_apps_keep_separate_metrics(penguins):
-    a, b = create_app(penguins[1]), create_app(penguins[1])
+def test_two_apps_keep_separate_metrics(penguins_bundle):
+    a, b = create_app(penguins_bundle[1]), create_app(penguins_bundle[1])
     a.state.waypost.metrics.rows.inc(5)
     assert b"waypost_rows_predicted_total 5.0" in a.state.waypost.metrics.render()
     assert b"waypost_rows_predicted_total 0.0" in b.state.waypost.metrics.render()
@@ -377,17 +371,17 @@ def test_settings_round_trip_through_the_environment(tmp_path):
         settings_from_env({"WAYPOST_SERVE_BUNDLE": "b", "WAYPOST_SERVE_MAX_BATCH_SIZE": "many"})
 
 
-def test_serve_checks_its_arguments(tmp_path, penguins):
+def test_serve_checks_its_arguments(tmp_path, penguins_bundle):
     from waypost.errors import ConfigError, ModelFileError
     from waypost.serve.cli import serve
 
     with pytest.raises(ModelFileError, match="not a waypost bundle"):
         serve(tmp_path, run=False)
     with pytest.raises(ConfigError, match="--max-batch-size"):
-        serve(penguins[1], max_batch_size=0, run=False)
-    settings = serve(penguins[1], log_path="none", run=False)
+        serve(penguins_bundle[1], max_batch_size=0, run=False)
+    settings = serve(penguins_bundle[1], log_path="none", run=False)
     assert settings["log_path"] is None
-    settings = serve(penguins[1], run=False)
+    settings = serve(penguins_bundle[1], run=False)
     assert settings["log_path"] == (Path.cwd() / ".waypost" / "predictions.sqlite").resolve()
 
 
@@ -395,8 +389,8 @@ def test_serve_checks_its_arguments(tmp_path, penguins):
 # processes: prediction log across SIGKILL, --workers
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_prediction_log_survives_sigkill(penguins, tmp_path):
-    predictor, bundle_dir, test = penguins
+def test_prediction_log_survives_sigkill(penguins_bundle, tmp_path):
+    predictor, bundle_dir, test = penguins_bundle
     log_path = tmp_path / "logs" / "predictions.sqlite"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -429,8 +423,8 @@ def test_prediction_log_survives_sigkill(penguins, tmp_path):
 
 
 @pytest.mark.slow
-def test_workers_share_settings_and_metrics(penguins, tmp_path):
-    _, bundle_dir, test = penguins
+def test_workers_share_settings_and_metrics(penguins_bundle, tmp_path):
+    _, bundle_dir, test = penguins_bundle
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = _serve_argv(bundle_dir, port, workers=2, api_key="k2", log_path="none", max_batch_size=8)
@@ -447,10 +441,10 @@ def test_workers_share_settings_and_metrics(penguins, tmp_path):
             assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 1
 
 
-def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
+def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins_bundle):
     """POST /predict is answered in the middleware; the FastAPI route (kept for the OpenAPI schema)
     runs the same code."""
-    _, bundle_dir, test = penguins
+    _, bundle_dir, test = penguins_bundle
     # a lone request must not wait for the batch to fill: with 2 s of max latency, a path that left
     # its arrival open would take 2 s
     app = create_app(bundle_dir, max_latency_ms=2000.0)
@@ -479,8 +473,8 @@ def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins):
     assert fast[0] == 200 and fast[2] == 422 and "bill_length_mm" in fast[3]
 
 
-def test_columnar_endpoint_matches_the_predictor_and_names_bad_fields(penguins, serve, tmp_path):
-    predictor, _, test = penguins
+def test_columnar_endpoint_matches_the_predictor_and_names_bad_fields(penguins_bundle, serve, tmp_path):
+    predictor, _, test = penguins_bundle
     server = serve(log_path=tmp_path / "log.sqlite")
     records = _records(test)
     columns = {c: [r[c] for r in records] for c in records[0]}

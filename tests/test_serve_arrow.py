@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("fastapi")
@@ -17,6 +16,7 @@ pa = pytest.importorskip("pyarrow")
 
 from servers import ThreadServer, metrics_of  # noqa: E402
 
+from waypost.deploy.bundle import json_records  # noqa: E402
 from waypost.serve.app import create_app  # noqa: E402
 from waypost.serve.columnar import ARROW_STREAM  # noqa: E402
 from waypost.serve.predlog import PredictionLog  # noqa: E402
@@ -47,7 +47,7 @@ def test_arrow_answers_equal_the_predictor_json_and_the_log(penguins_bundle, tmp
         resp = client.post("/predict/columns", content=_stream(pa.Table.from_pandas(frame, preserve_index=False)),
                            headers=HEADERS)
         answer = _read(resp)
-        records = [{c: (None if pd.isna(v) else v) for c, v in row.items()} for row in test.to_dict("records")]
+        records = json_records(test)  # NaN as null, what a JSON client sends
         as_json = client.post("/predict/columns", json={"columns": {c: [r[c] for r in records] for c in test}}).json()
         server.state.predlog.flush()
     expected = predictor.predict_proba(test)
@@ -109,6 +109,7 @@ def test_arrow_image_column_is_bytes_never_a_path(image_bundle):
     assert _read(ok)["prediction"].to_pylist() == want.tolist()
     assert path.status_code == 422 and "image column expects Arrow binary" in path.json()["message"]
     assert junk.status_code == 422 and junk.json()["detail"][0]["loc"] == ["body", "columns", "image", 1]
+    assert "the 3 bytes: not a PNG" in junk.json()["message"]
 
 
 def test_openapi_documents_both_columnar_encodings(penguins_bundle):

@@ -27,7 +27,7 @@ import numpy as np
 
 from waypost.serve.answer import Payload, error_payload, finite, infer, log_request, payload
 from waypost.serve.batcher import BatchResult
-from waypost.serve.schema import RequestError, decode_images
+from waypost.serve.schema import RequestError, decode_images, image_bytes
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 _SCALARS = (str, int, float, bool, type(None))
@@ -132,14 +132,14 @@ def _arrow_column(name: str, ftype: str, column: Any) -> Any:
     if ftype in ("datetime", "text") and (strings or pt.is_null(t)):
         return column.to_pylist()
     if ftype == "image" and (pt.is_binary(t) or pt.is_large_binary(t)):
-        from waypost.runtime.images import sniff_image_bytes
-
-        blobs = column.to_pylist()
-        bad = [i for i, b in enumerate(blobs) if b is None or sniff_image_bytes(b) is None]
-        if bad:
-            raise RequestError([_err("image_bytes", [name, i], "expected the bytes of a PNG, JPEG, GIF, BMP, "
-                                     "WEBP or TIFF image (the server never opens file paths or URLs)")
-                                for i in bad[:20]])
+        blobs, errors = column.to_pylist(), []
+        for i, blob in enumerate(blobs):
+            try:
+                image_bytes(blob, "null" if blob is None else f"the {len(blob)} bytes")
+            except ValueError as exc:
+                errors.append(_err("image_bytes", [name, i], f"{exc} (the server never opens file paths or URLs)"))
+        if errors:
+            raise RequestError(errors[:20])
         return blobs
     expected = {"numeric": "integers or floats", "category": "strings, integers, floats or booleans",
                 "binary": "strings, integers, floats or booleans", "datetime": "timestamps, dates or ISO strings",

@@ -107,7 +107,7 @@ def _dumps(obj: Any) -> str:
 
 @dataclass
 class _Entry:
-    """One logged request: columns as given (lists or numpy arrays), turned into Arrow by the writer."""
+    """One logged request, queued as is: columns (lists or numpy arrays) the writer turns into Arrow."""
 
     ts: float
     version: str
@@ -180,7 +180,7 @@ class PredictionLog:
         inputs, outputs = list(inputs), list(outputs)
         if len(inputs) != len(outputs):
             raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
-        return self._put(model_version, len(inputs), latency_ms, ts, (inputs, outputs))
+        return self._put(model_version, len(inputs), latency_ms, ts, *_row_columns(inputs, outputs))
 
     def log_columns(self, model_version: str, inputs: dict[str, Any], prediction: Any,
                     proba: np.ndarray | None = None, labels: list[str] | None = None,
@@ -196,9 +196,10 @@ class PredictionLog:
             if labels is None or len(labels) != proba.shape[1]:
                 raise ValueError("proba needs one label per column")
             outputs.update({PROBA + str(label): proba[:, j] for j, label in enumerate(labels)})
-        return self._put(model_version, n, latency_ms, ts, _Entry(0.0, "", n, None, dict(inputs), outputs))
+        return self._put(model_version, n, latency_ms, ts, dict(inputs), outputs)
 
-    def _put(self, version: str, n: int, latency_ms: Any, ts: float | None, payload: Any) -> int:
+    def _put(self, version: str, n: int, latency_ms: Any, ts: float | None, inputs: dict[str, Any],
+             outputs: dict[str, Any]) -> int:
         if self._thread is None:
             self.open()
         with self._pending_lock:
@@ -206,7 +207,7 @@ class PredictionLog:
                 self.dropped += n
                 return 0
             self._pending += n
-        self._queue.put((time.time() if ts is None else ts, version, n, latency_ms, payload))
+        self._queue.put(_Entry(time.time() if ts is None else ts, version, n, latency_ms, inputs, outputs))
         return n
 
     def _writer(self, conn: sqlite3.Connection) -> None:
@@ -225,15 +226,10 @@ class PredictionLog:
                 if item is _STOP:
                     stop = True
                 elif item is not None:
-                    ts, version, n, latency, payload = item
                     with self._pending_lock:
-                        self._pending -= n
-                    if isinstance(payload, _Entry):
-                        inputs, outputs = payload.inputs, payload.outputs
-                    else:
-                        inputs, outputs = _row_columns(*payload)
-                    entries.append(_Entry(ts, version, n, latency, inputs, outputs))
-                    rows += n
+                        self._pending -= item.n
+                    entries.append(item)
+                    rows += item.n
                     if deadline is None:
                         deadline = time.monotonic() + self.flush_s
                 if entries and (stop or rows >= self.batch_rows or time.monotonic() >= deadline):
@@ -291,7 +287,7 @@ class PredictionLog:
 
     # -- reading -----------------------------------------------------------------------------
     def _tables(self, limit: int | None, since: float | None, model_version: str | None) -> list[tuple]:
-        """(first_id, model_version, Arrow table) per segment, oldest first, rows filtered by
+        """(row ids, model_version, Arrow table) per segment, oldest first, rows filtered by
         ``since`` and cut to the newest ``limit`` rows."""
         if not self.path.exists():
             return []
@@ -350,13 +346,15 @@ class PredictionLog:
                              "inputs": {name[len(INPUT):]: cols[name][i] for name in inputs}, "outputs": out})
         return rows
 
-    def read_frame(self, limit: int | None = None, **kwargs: Any):
-        """A pandas DataFrame: one column per input feature, then ``prediction``, ``proba_<label>``
-        per class, and ``_id``, ``_ts`` (datetime, UTC), ``_model_version``, ``_latency_ms``."""
+    def read_frame(self, limit: int | None = None, *, since: float | None = None,
+                   model_version: str | None = None):
+        """``read``'s rows as a pandas DataFrame: one column per input feature, then ``prediction``,
+        ``proba_<label>`` per class, and ``_id``, ``_ts`` (datetime, UTC), ``_model_version``,
+        ``_latency_ms``."""
         import pandas as pd
 
         frames = []
-        for ids, version, table in self._tables(limit, kwargs.pop("since", None), kwargs.pop("model_version", None)):
+        for ids, version, table in self._tables(limit, since, model_version):
             data: dict[str, Any] = {}
             for f in table.schema:
                 name = f.name[len(INPUT):] if f.name.startswith(INPUT) else (
@@ -366,8 +364,6 @@ class PredictionLog:
             frame = pd.DataFrame(data)
             frame["_id"], frame["_model_version"] = ids, version
             frames.append(frame)
-        if kwargs:
-            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
         if not frames:
             return pd.DataFrame()
         frame = pd.concat(frames, ignore_index=True)

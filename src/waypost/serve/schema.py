@@ -88,10 +88,16 @@ def decode_image(value: str) -> bytes:
         blob = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("not valid base64") from None
+    return image_bytes(blob, f"the {len(blob)} decoded bytes")
+
+
+def image_bytes(blob: Any, what: str) -> bytes:
+    """`blob` when it starts like an image file the runtime decodes; ValueError naming `what` otherwise.
+    The one check of every image a client sends (base64 in JSON, binary in Arrow)."""
     from waypost.runtime.images import sniff_image_bytes  # Pillow: only image bundles pay for it
 
-    if sniff_image_bytes(blob) is None:
-        raise ValueError(f"the {len(blob)} decoded bytes are not a PNG, JPEG, GIF, BMP, WEBP or TIFF image")
+    if not isinstance(blob, bytes) or sniff_image_bytes(blob) is None:
+        raise ValueError(f"{what}: not a PNG, JPEG, GIF, BMP, WEBP or TIFF image")
     return blob
 
 
