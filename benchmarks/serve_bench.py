@@ -84,12 +84,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _records(frame) -> list[dict]:
-    from waypost.deploy.bundle import json_records
-
-    return json_records(frame)
-
-
 def _start(args: list[str], port: int, timeout: float = 120.0) -> subprocess.Popen:
     import httpx
 
@@ -122,21 +116,15 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def _arrow_bodies(records: list[dict], k: int) -> list[bytes]:
-    """Arrow IPC streams of ``k`` rows each, built from the records as a client would (pyarrow)."""
+def _arrow_body(chunk: list[dict]) -> bytes:
+    """One Arrow IPC stream of the records, built as a client would (pyarrow)."""
     import pyarrow as pa
 
-    bodies = []
-    for i in range(0, len(records), k):
-        chunk = [records[(i + j) % len(records)] for j in range(k)]
-        table = pa.Table.from_pylist(chunk)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        bodies.append(sink.getvalue().to_pybytes())
-        if len(bodies) >= 8:
-            break
-    return bodies
+    table = pa.Table.from_pylist(chunk)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 async def _load(url: str, records: list[dict], concurrency: int, n_requests: int,
@@ -152,19 +140,16 @@ async def _load(url: str, records: list[dict], concurrency: int, n_requests: int
 
     # bodies encoded once, outside the timed loop, the same for every server
     k = rows_per_request
+    chunks = [[records[(i + j) % len(records)] for j in range(k)] for i in range(0, len(records), k)]
     headers = {"content-type": "application/json"}
-    if columnar == "json":  # POST /predict/columns: one JSON array per column
-        path = "/predict/columns"
-        chunks = [[records[(i + j) % len(records)] for j in range(k)] for i in range(0, len(records), k)]
+    path = "/predict" if not columnar else "/predict/columns"
+    if columnar == "json":  # one JSON array per column
         bodies = [json.dumps({"columns": {c: [r[c] for r in chunk] for c in chunk[0]}}).encode() for chunk in chunks]
-    elif columnar == "arrow":  # POST /predict/columns with an Arrow IPC stream
-        path = "/predict/columns"
-        bodies = _arrow_bodies(records, k)
+    elif columnar == "arrow":  # an Arrow IPC stream
+        bodies = [_arrow_body(chunk) for chunk in chunks]
         headers = {"content-type": "application/vnd.apache.arrow.stream"}
-    else:
-        path = "/predict"
-        bodies = [json.dumps(records[i] if k == 1 else [records[(i + j) % len(records)] for j in range(k)]).encode()
-                  for i in range(0, len(records), k)]
+    else:  # one record, or a list of them
+        bodies = [json.dumps(chunk[0] if k == 1 else chunk).encode() for chunk in chunks]
     latencies: list[float] = []
     errors = 0
     counter = iter(range(n_requests))
@@ -340,6 +325,7 @@ def main() -> None:
 
     import waypost.runtime as rt
     from waypost import Predictor
+    from waypost.deploy.bundle import json_records
     from waypost.scenarios.datasets import load_dataset, split
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -354,8 +340,9 @@ def main() -> None:
         predictor.save(model_dir)
         predictor.export(bundle_dir)
         print(f"fitted ({predictor.selected_}) and exported in {time.perf_counter() - t0:.1f} s -> {work}")
-    records = _records(test.drop(columns=[target]))
-    bundle = rt.load(bundle_dir)
+    records = json_records(test.drop(columns=[target]))
+    # (c) and the in-process timing run with the threads (a) gets: waypost serve's default is every core
+    bundle = rt.load(bundle_dir, intra_op_threads=args.threads or os.cpu_count())
     print(f"bundle: {bundle}, {len(bundle.features)} features; {len(records)} test records; "
           f"{args.requests} single-row requests per level; cpus: {os.cpu_count()}; "
           f"client processes: {args.client_procs}")

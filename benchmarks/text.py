@@ -74,7 +74,7 @@ def main() -> None:
     import waypost.runtime as rt
     from waypost import Predictor
     from waypost.deploy.distill_text import distill_text_predictor
-    from waypost.deploy.report import measure_latency
+    from waypost.deploy.report import measure_latency, parameter_count
     from waypost.scenarios.datasets import split
     from waypost.scenarios.text_data import fortunes_frame
 
@@ -89,40 +89,43 @@ def main() -> None:
     print(f"TF-IDF + logistic regression ({best}): macro-F1 {base_f1:.4f} ({base_s:.1f}s incl. 5-fold search)")
 
     def cached(name: str, fit):
-        path = os.path.join(args.cache, name) if args.cache else None
+        """(model, how it was made: 'fit in N s' or 'loaded from the cache'). The cache name holds every
+        argument the fit depends on, so a changed run never reuses a stale model."""
+        path = os.path.join(args.cache, f"{name}-limit{args.limit}-epochs{args.epochs}") if args.cache else None
         if path and os.path.isdir(path):
-            return Predictor.load(path), None
-        model, report = fit()
+            return Predictor.load(path), "loaded from the cache"
+        started = time.perf_counter()
+        model = fit()
+        took = f"{time.perf_counter() - started:.1f}s"
         if path:
             model.save(path)
-        return model, report
+        return model, took
 
-    started = time.perf_counter()
-    teacher, _ = cached("teacher", lambda: (Predictor(
+    teacher, fit_s = cached("teacher", lambda: Predictor(
         target="category", track=False, verbose=False,
-        config={"training": {"max_epochs": args.epochs, "early_stopping_patience": 3}}).fit(train), None))
-    fit_s = time.perf_counter() - started
+        config={"training": {"max_epochs": args.epochs, "early_stopping_patience": 3}}).fit(train))
     for d in teacher.plan_:
         if d.subject in ("architecture", "transfer") or d.choice.startswith("text, max_length"):
             print(f"  plan: {d}")
     t_f1 = f1_score(test["category"], teacher.predict(test), average="macro")
-    print(f"waypost default ({teacher.config_.model.architecture}): macro-F1 {t_f1:.4f} ({fit_s:.1f}s); "
+    print(f"waypost default ({teacher.config_.model.architecture}): macro-F1 {t_f1:.4f} ({fit_s}); "
           f"vs TF-IDF {t_f1 - base_f1:+.4f} -> target {'met' if t_f1 >= base_f1 else 'MISSED'}")
 
     inputs = teacher.preprocessor_.transform(test)
     t_ms = one_text_latency(teacher.parts_["text"], inputs, args.runs)
     students = []
+    n_teacher = teacher.parts_["text"].net_.encoder.model.config.num_hidden_layers
     for layers in (int(v) for v in args.student_layers.split(",")):
-        started = time.perf_counter()
-        student, _ = cached(f"student{layers}-{args.ffn_fraction}", lambda n=layers: distill_text_predictor(
-            teacher, train, layers=n, ffn_fraction=args.ffn_fraction, max_epochs=args.student_epochs))
+        student, took = cached(f"student{layers}-ffn{args.ffn_fraction}-epochs{args.student_epochs}",
+                               lambda n=layers: distill_text_predictor(teacher, train, layers=n, ffn_fraction=args.ffn_fraction,
+                                                                       max_epochs=args.student_epochs)[0])
         s_f1 = f1_score(test["category"], student.predict(test), average="macro")
         s_ms = one_text_latency(student.parts_["text"], inputs, args.runs)
         met = t_ms / s_ms >= 3 and t_f1 - s_f1 <= 0.03
         students.append(f"{layers}-layer {s_f1:.4f} ({t_ms / s_ms:.2f}x)")
-        n_params = sum(p.numel() for p in student.parts_["text"].net_.parameters())
-        print(f"student ({layers} of 6 layers, {n_params:,} parameters, "
-              f"{time.perf_counter() - started:.1f}s): macro-F1 {s_f1:.4f} ({s_f1 - t_f1:+.4f} vs teacher); batch-1 "
+        n_params = parameter_count(student.parts_["text"].net_)
+        print(f"student ({layers} of {n_teacher} layers, {n_params:,} parameters, "
+              f"{took}): macro-F1 {s_f1:.4f} ({s_f1 - t_f1:+.4f} vs teacher); batch-1 "
               f"{s_ms:.2f} ms vs {t_ms:.2f} ms = {t_ms / s_ms:.2f}x faster -> target {'met' if met else 'MISSED'}")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -137,8 +137,8 @@ def attention_backends(accelerator: str) -> AbstractContextManager[Any]:
     On Hopper GPUs torch prefers cuDNN's attention kernels, and cuDNN builds an execution plan for
     every new (batch, sequence length) it sees. Text batches here are trimmed to their longest text,
     so nearly every batch has a new length: on an H100 (torch 2.11) the scratch Transformer's first
-    fit in a process took 364 ms a step with cuDNN attention and 26 ms without it (a bare loop over
-    the same batches with warm plans: 22 ms; benchmarks/gpu_check.py --profile).
+    fit in a process took 364 ms a step with cuDNN attention and 26 ms without it (whole fit time per
+    step, both; benchmarks/gpu_check.py --profile).
     Flash / memory-efficient attention need no plan, and a small model's attention is little of its
     step. Global torch flags, restored when the fit ends; CPU fits are untouched.
     """
