@@ -10,8 +10,9 @@ CUDA is a finding, not the end of the run):
 2. Images: Fashion-MNIST slice written as PNG files + a table of paths and labels. `small_cnn`
    (the plan's choice for 28 px) with auto and 32-true precision on GPU, 32-true on CPU; then
    EfficientNet-Lite0 with its packaged ImageNet weights (28 px upscaled to 96 px inside the model)
-   on GPU and, fewer images, on CPU. Speed is compared per training image and epoch
-   (fit seconds / (epochs x train images)), so a CPU baseline on fewer epochs still compares.
+   on GPU and, fewer images, on CPU. Speed: whole-fit seconds (set-up, warm-up and validation
+   included) / (epochs x train images); the CPU runs do fewer epochs (EfficientNet fewer images),
+   so the fixed costs weigh more on them and the CPU/GPU ratio is rough, not like for like.
 3. Text: fortunes (6 topics), WordPiece tokenizer trained on the data + `scratch_transformer`
    (pretrained: false), GPU auto precision vs CPU.
 4. Bundles: each GPU-trained model is exported with optimize "none" and "fp16"; both are loaded
@@ -19,10 +20,10 @@ CUDA is a finding, not the end of the run):
    accuracy), with the execution providers onnxruntime offers (the CPU build has no CUDA EP) and
    the export report's 1-row / batch latencies, and what the CPU execution provider really runs
    (the graph after onnxruntime's optimisations: fp16 nodes without a CPU kernel get casts to fp32).
-5. With --profile (the code lives in benchmarks/gpu_profile.py): waypost's milliseconds per
-   training step on the GPU against a minimal hand-written loop over the same batches (bf16
-   autocast, fused AdamW, no Lightning), a torch.profiler summary of a short fit per model, and
-   the text fit with and without cuDNN attention (see `waypost.train.engine.attention_backends`).
+5. With --profile (the code lives in benchmarks/gpu_profile.py): waypost's whole fit per step on
+   the GPU (set-up, warm-up, validation included) against a minimal hand-written loop's training
+   steps alone over the same batches (bf16 autocast, fused AdamW, no Lightning), a torch.profiler
+   summary of a short fit per model, and the text fit with and without cuDNN attention.
 
     python benchmarks/gpu_check.py --quick          # CPU smoke run (tiny slices, 1-2 epochs)
     python benchmarks/gpu_check.py --out DIR        # the full run; DIR gets results.json
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -58,6 +60,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 RESULTS: dict[str, Any] = {"steps": {}, "errors": {}}
+NO_AUG: dict[str, Any] = {"model": {"image": {"augment": {"enabled": False}}}}  # same batches as a bare loop
+SCRATCH_TEXT: dict[str, Any] = {"model": {"text": {"pretrained": False}}}  # scratch_transformer, own tokenizer
 
 
 def log(msg: str) -> None:
@@ -74,9 +78,7 @@ def step(name: str, fn: Callable[[], Any]) -> Any:
         log(f"--- {name}: ok in {time.perf_counter() - started:.1f}s")
         return out
     except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
-        tb = traceback.format_exc()
-        RESULTS["errors"][name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": tb}
-        log(f"!!! {name} FAILED: {type(exc).__name__}: {exc}\n{tb}")
+        record_error(name, exc)
         return None
 
 
@@ -94,9 +96,8 @@ def environment() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["bf16_supported"] = torch.cuda.is_bf16_supported()
-        env["cuda"] = torch.version.cuda
+        env.update(gpu=torch.cuda.get_device_name(0), bf16_supported=torch.cuda.is_bf16_supported(),
+                   cuda=torch.version.cuda)
     for k, v in env.items():
         log(f"  {k}: {v}")
     return env
@@ -115,8 +116,14 @@ def fit_predictor(train: pd.DataFrame, target: str, *, model: str, accelerator: 
     return p, time.perf_counter() - started
 
 
-def fit_row(p: Any, wall: float, test: pd.DataFrame, n_train: int) -> dict[str, Any]:
+def fit_rows(p: Any, n_rows: int) -> int:
+    """Rows a fit of `n_rows` trained on: less data.valid_fraction (rounded up, as sklearn does)."""
+    return n_rows - math.ceil(n_rows * p.config_.data.valid_fraction)
+
+
+def fit_row(p: Any, wall: float, test: pd.DataFrame, n_rows: int) -> dict[str, Any]:
     part = next(iter(p.parts_.values()))
+    n_train = fit_rows(p, n_rows)
     fr = part.fit_
     acc = p.evaluate(test)["accuracy"]
     row = {"accelerator": fr.accelerator, "precision": fr.precision, "epochs": fr.epochs_run,
@@ -127,12 +134,14 @@ def fit_row(p: Any, wall: float, test: pd.DataFrame, n_train: int) -> dict[str, 
     return row
 
 
-def record_error(out: dict[str, Any], key: str, name: str, exc: Exception) -> None:
-    """Inside an `except`: out[key] becomes the error, RESULTS["errors"][name] gets it with its traceback."""
+def record_error(name: str, exc: Exception, out: dict[str, Any] | None = None, key: str = "") -> None:
+    """Inside an `except`: RESULTS["errors"][name] gets the error and its traceback, out[key] (if given) the error."""
     tb = traceback.format_exc()
-    out[key] = {"error": f"{type(exc).__name__}: {exc}"}
-    RESULTS["errors"][name] = {"error": out[key]["error"], "traceback": tb}
-    log(f"!!! {name}: {tb}")
+    error = f"{type(exc).__name__}: {exc}"
+    if out is not None:
+        out[key] = {"error": error}
+    RESULTS["errors"][name] = {"error": error, "traceback": tb}
+    log(f"!!! {name} FAILED: {error}\n{tb}")
 
 
 def run_key(acc: str, prec: str) -> str:
@@ -141,16 +150,16 @@ def run_key(acc: str, prec: str) -> str:
 
 
 def record_fit(rows: dict[str, Any], section: str, key: str, fit: Callable[[], tuple[Any, float]],
-               test: pd.DataFrame, n_train: int, store: dict[str, Any] | None = None,
+               test: pd.DataFrame, n_rows: int, store: dict[str, Any] | None = None,
                store_key: str = "model") -> Any:
-    """Run `fit`, record its `fit_row` as rows[key] and keep the first model in store[store_key];
-    a failure is recorded (rows[key] and RESULTS["errors"]["<section> <key>"]) and the run goes on.
-    Returns the predictor, or None when the fit failed."""
+    """Run `fit` (on `n_rows` rows), record its `fit_row` as rows[key] and keep the first model in
+    store[store_key]; a failure is recorded (rows[key] and RESULTS["errors"]["<section> <key>"])
+    and the run goes on. Returns the predictor, or None when the fit failed."""
     try:
         p, wall = fit()
-        rows[key] = fit_row(p, wall, test, n_train)
+        rows[key] = fit_row(p, wall, test, n_rows)
     except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
-        record_error(rows, key, f"{section} {key}", exc)
+        record_error(f"{section} {key}", exc, rows, key)
         return None
     if store is not None and store_key not in store:
         store[store_key] = p
@@ -160,7 +169,7 @@ def record_fit(rows: dict[str, Any], section: str, key: str, fit: Callable[[], t
 # ------------------------------------------------------------------------------ 1. tabular
 
 
-def tabular_data(quick: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tabular_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -172,9 +181,8 @@ def tabular_data(quick: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def tabular(quick: bool, gpu: bool, store: dict[str, Any]) -> dict[str, Any]:
-    train, test = tabular_data(quick)
+    train, test = tabular_data()
     epochs = 3 if quick else 60
-    n = int(len(train) * 0.8)
     rows: dict[str, Any] = {"rows_train": len(train), "rows_test": len(test), "epochs": epochs}
     runs = [("cpu", "32-true")]
     if gpu:
@@ -184,12 +192,11 @@ def tabular(quick: bool, gpu: bool, store: dict[str, Any]) -> dict[str, Any]:
         key = run_key(acc, prec)
         record_fit(rows, "tabular", key, lambda acc=acc, prec=prec: fit_predictor(
             train, "label", model="mlp", accelerator=acc, precision=prec, epochs=epochs),
-            test, n, store if key in ("gpu/auto", "cpu/32-true") else None)
+            test, len(train), store if key in ("gpu/auto", "cpu/32-true") else None)
     if gpu and "fit_s" in rows.get("gpu/auto", {}) and "fit_s" in rows.get("cpu/32-true", {}):
         rows["cpu_over_gpu_auto"] = round(rows["cpu/32-true"]["fit_s"] / rows["gpu/auto"]["fit_s"], 2)
         log(f"  CPU / GPU(auto) fit-time ratio: {rows['cpu_over_gpu_auto']}")
     store["test"] = test
-    store["target"] = "label"
     return rows
 
 
@@ -217,24 +224,24 @@ def image_tables(npz: Path, folder: Path, n_train: int, n_test: int) -> tuple[pd
 def images(quick: bool, gpu: bool, npz: Path, work: Path, store: dict[str, Any]) -> dict[str, Any]:
     n_train, n_test = (400, 200) if quick else (5000, 1000)
     train, test = image_tables(npz, work / "fmnist", n_train, n_test)
-    n = int(n_train * 0.8)
-    rows: dict[str, Any] = {"train_images": n_train, "test_images": n_test, "fit_images": n}
+    rows: dict[str, Any] = {"train_images": n_train, "test_images": n_test, "fit_images": None}  # set below
     epochs_gpu, epochs_cpu = (1, 1) if quick else (10, 2)
-    no_aug = {"model": {"image": {"augment": {"enabled": False}}}}
     runs: list[tuple[str, str, str, int, dict | None]] = [("small_cnn", "cpu", "32-true", epochs_cpu, None)]
     if gpu:
         runs = [("small_cnn", "auto", "auto", epochs_gpu, None), ("small_cnn", "gpu", "32-true", epochs_gpu, None),
-                ("small_cnn", "gpu", "auto", epochs_gpu, no_aug)] + runs
+                ("small_cnn", "gpu", "auto", epochs_gpu, NO_AUG)] + runs
     for arch, acc, prec, ep, extra in runs:
         key = f"{arch} {run_key(acc, prec)}" + (" augment off" if extra else "")
         record_fit(rows, "images", key, lambda arch=arch, acc=acc, prec=prec, ep=ep, extra=extra: fit_predictor(
             train, "label", model=arch, accelerator=acc, precision=prec, epochs=ep, extra=extra),
-            test, n, store, store_key=arch)
+            test, n_train, store, store_key=arch)
+    if "small_cnn" in store:
+        rows["fit_images"] = fit_rows(store["small_cnn"], n_train)
     _ratio(rows, "small_cnn gpu/auto", "small_cnn cpu/32-true")
     if gpu and not quick:  # a larger slice: >= 10,000 images, so the plan turns augmentation off itself
         record_fit(rows, "images", "small_cnn gpu/auto 20000 images", lambda: fit_predictor(
             image_tables(npz, work / "fmnist-big", 20000, 0)[0], "label", model="small_cnn", accelerator="gpu",
-            precision="auto", epochs=3), test, 16000)
+            precision="auto", epochs=3), test, 20000)
 
     # pretrained EfficientNet-Lite0 (packaged weights): 28 px -> 96 px inside the model
     from waypost.models.pretrained import packaged_path
@@ -252,7 +259,7 @@ def images(quick: bool, gpu: bool, npz: Path, work: Path, store: dict[str, Any])
         key = f"efficientnet_lite0 {run_key(acc, prec)}"
         if record_fit(rows, "images", key, lambda acc=acc, prec=prec, ep=ep, tr=tr: fit_predictor(
                 tr, "label", model="efficientnet_lite0", accelerator=acc, precision=prec, epochs=ep),
-                test, int(len(tr) * 0.8), store, store_key="efficientnet_lite0") is not None:
+                test, len(tr), store, store_key="efficientnet_lite0") is not None:
             rows[key]["train_images"] = len(tr)
     _ratio(rows, "efficientnet_lite0 gpu/auto", "efficientnet_lite0 cpu/32-true")
     store["test"] = test
@@ -260,29 +267,34 @@ def images(quick: bool, gpu: bool, npz: Path, work: Path, store: dict[str, Any])
 
 
 def _ratio(rows: dict[str, Any], gpu_key: str, cpu_key: str) -> None:
+    """CPU / GPU whole-fit seconds per training image-epoch: set-up, validation, unequal epochs in it."""
     g, c = rows.get(gpu_key, {}), rows.get(cpu_key, {})
     if isinstance(g, dict) and isinstance(c, dict) and "us_per_image_epoch" in g and "us_per_image_epoch" in c:
         ratio = round(c["us_per_image_epoch"] / g["us_per_image_epoch"], 2)
         rows[f"{gpu_key.split()[0]} cpu_over_gpu_per_image"] = ratio
-        log(f"  {gpu_key.split()[0]}: CPU / GPU time per training image-epoch = {ratio}")
+        log(f"  {gpu_key.split()[0]}: CPU / GPU whole-fit time per training image-epoch = {ratio} (set-up and "
+            f"validation included; CPU {c['epochs']} ep, GPU {g['epochs']} ep, unequal slices possible: rough)")
 
 
 # ------------------------------------------------------------------------------ 3. text
 
 
-def text(quick: bool, gpu: bool, fortunes: Path, store: dict[str, Any]) -> dict[str, Any]:
+def fortunes_split(root: Path, sample: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fortunes table (a seeded `sample` of it, when given) split 80/20, stratified by category."""
     from sklearn.model_selection import train_test_split
 
     from waypost.scenarios.text_data import fortunes_frame
 
-    df = fortunes_frame(root=fortunes)
-    if quick:
-        df = df.sample(900, random_state=0)
+    df = fortunes_frame(root=root)
+    if sample is not None:
+        df = df.sample(sample, random_state=0)
     train, test = train_test_split(df, test_size=0.2, random_state=0, stratify=df["category"])
-    train, test = train.reset_index(drop=True), test.reset_index(drop=True)
-    n = int(len(train) * 0.8)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def text(quick: bool, gpu: bool, fortunes: Path, store: dict[str, Any]) -> dict[str, Any]:
+    train, test = fortunes_split(fortunes, 900 if quick else None)
     rows: dict[str, Any] = {"train_texts": len(train), "test_texts": len(test)}
-    extra = {"model": {"text": {"pretrained": False}}}
     ep_gpu, ep_cpu = (1, 1) if quick else (15, 3)
     runs = [("cpu", "32-true", ep_cpu)]
     if gpu:
@@ -290,14 +302,26 @@ def text(quick: bool, gpu: bool, fortunes: Path, store: dict[str, Any]) -> dict[
     for acc, prec, ep in runs:
         key = f"scratch_transformer {run_key(acc, prec)}"
         record_fit(rows, "text", key, lambda acc=acc, prec=prec, ep=ep: fit_predictor(
-            train, "category", model="scratch_transformer", accelerator=acc, precision=prec, epochs=ep, extra=extra),
-            test, n, store)
+            train, "category", model="scratch_transformer", accelerator=acc, precision=prec, epochs=ep,
+            extra=SCRATCH_TEXT), test, len(train), store)
     _ratio(rows, "scratch_transformer gpu/auto", "scratch_transformer cpu/32-true")
-    store["test"], store["target"] = test, "category"
+    store["test"] = test
     return rows
 
 
 # ------------------------------------------------------------------------------ 4. fp16 bundles
+
+
+def _graph_stats(model: Any) -> dict[str, Any]:
+    """An ONNX model's initializers by dtype, its Cast nodes and its node count."""
+    import onnx
+
+    dtypes: dict[str, int] = {}
+    for init in model.graph.initializer:
+        dt = onnx.TensorProto.DataType.Name(init.data_type)
+        dtypes[dt] = dtypes.get(dt, 0) + 1
+    ops = [nd.op_type for nd in model.graph.node]
+    return {"initializer_dtypes": dtypes, "casts": ops.count("Cast"), "nodes": len(ops)}
 
 
 def cpu_ep_effective(model_path: Path, optimized: Path) -> dict[str, Any]:
@@ -311,26 +335,18 @@ def cpu_ep_effective(model_path: Path, optimized: Path) -> dict[str, Any]:
     so.optimized_model_filepath = str(optimized)
     so.log_severity_level = 3
     ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    m = onnx.load(str(optimized))
-    dtypes: dict[str, int] = {}
-    for init in m.graph.initializer:
-        dt = onnx.TensorProto.DataType.Name(init.data_type)
-        dtypes[dt] = dtypes.get(dt, 0) + 1
-    ops: dict[str, int] = {}
-    for nd in m.graph.node:
-        ops[nd.op_type] = ops.get(nd.op_type, 0) + 1
-    return {"initializer_dtypes": dtypes, "casts": ops.get("Cast", 0), "nodes": sum(ops.values())}
+    return _graph_stats(onnx.load(str(optimized)))
 
 
-def compare_bundles(name: str, p: Any, test: pd.DataFrame, target: str, work: Path) -> dict[str, Any]:
+def compare_bundles(name: str, p: Any, test: pd.DataFrame, work: Path) -> dict[str, Any]:
+    import onnx
     import onnxruntime as ort
 
     import waypost.runtime as rt
-    from waypost.deploy.bundle import records_from_frame
+    from waypost.deploy.bundle import bundle_metrics, records_from_frame
 
     out: dict[str, Any] = {"ort_providers": ort.get_available_providers()}
     records = records_from_frame(test, list(p.features_))
-    labels = test[target].to_numpy()
     probs: dict[str, np.ndarray] = {}
     for opt in ("none", "fp16"):
         path = work / f"bundle-{name}-{opt}"
@@ -350,21 +366,13 @@ def compare_bundles(name: str, p: Any, test: pd.DataFrame, target: str, work: Pa
             entry["session_providers"] = bundle.session.get_providers()
             proba = np.asarray(bundle.predict_proba(records), dtype=np.float64)
             probs[opt] = proba
-            pred = np.asarray(bundle.classes, dtype=object)[proba.argmax(1)]
-            entry["test_accuracy"] = round(float(np.mean([str(a) == str(b) for a, b in zip(pred, labels)])), 4)
-            import onnx
-
-            model = onnx.load(str(path / "model.onnx"))
-            types = {}
-            for init in model.graph.initializer:
-                dt = onnx.TensorProto.DataType.Name(init.data_type)
-                types[dt] = types.get(dt, 0) + 1
-            entry["initializer_dtypes"] = types
-            entry["cast_nodes"] = sum(1 for nd in model.graph.node if nd.op_type == "Cast")
+            entry["test_accuracy"] = round(float(bundle_metrics(bundle, test)["accuracy"]), 4)
+            graph = _graph_stats(onnx.load(str(path / "model.onnx")))
+            entry["initializer_dtypes"], entry["cast_nodes"] = graph["initializer_dtypes"], graph["casts"]
             entry["cpu_ep_effective"] = cpu_ep_effective(path / "model.onnx", work / f"opt-{name}-{opt}.onnx")
             out[opt] = entry
         except Exception as exc:  # noqa: BLE001 - every failure is a finding to report
-            record_error(out, opt, f"bundle {name} {opt}", exc)
+            record_error(f"bundle {name} {opt}", exc, out, opt)
     torch_proba = p.predict_proba(test).to_numpy(np.float64)
     if "none" in probs:
         out["fp32_vs_torch_max_abs"] = float(f"{np.abs(probs['none'] - torch_proba).max():.3g}")
@@ -399,8 +407,11 @@ def summary(results: dict[str, Any]) -> None:
             elif isinstance(v, dict) and "waypost_ms_per_step" in v:
                 extra = {k: x for k, x in v.items() if not k.startswith("profile")}
                 prof = v.get("profile_1_epoch") or v.get("profile") or {}
-                log(f"  {key:20s} {extra}  profiled fit: {prof.get('wall_s_profiled')} s wall, "
-                    f"GPU busy {prof.get('gpu_busy_s')} s")
+                whole = extra.pop("waypost_ms_per_step")
+                bare = {k: extra.pop(k) for k in [k for k in extra if k.startswith("bare_")]}
+                log(f"  {key:20s} whole fit per step (set-up, warm-up, validation included) {whole} ms; bare loop, "
+                    f"training steps only: {bare}{f'; {extra}' if extra else ''}  profiled fit: "
+                    f"{prof.get('wall_s_profiled')} s wall, GPU busy {prof.get('gpu_busy_s')} s")
             elif not isinstance(v, (dict, list)):
                 log(f"  {key}: {v}")
             elif isinstance(v, dict) and "error" in v:
@@ -427,7 +438,7 @@ def make_data(folder: Path) -> None:
     import shutil
 
     from waypost.scenarios.image_data import fashion_mnist_arrays
-    from waypost.scenarios.text_data import fortunes_frame
+    from waypost.scenarios.text_data import DEFAULT_FORTUNE_CATEGORIES, FORTUNES_DIR
 
     rng, arrays = np.random.default_rng(0), {}
     for split, n in (("train", 20_000), ("test", 2_000)):
@@ -437,8 +448,8 @@ def make_data(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(folder / "fashion.npz", **arrays)
     (folder / "fortunes").mkdir(exist_ok=True)
-    for topic in fortunes_frame()["category"].unique():
-        shutil.copy(Path("/usr/share/games/fortunes") / topic, folder / "fortunes" / topic)
+    for topic in DEFAULT_FORTUNE_CATEGORIES:
+        shutil.copy(Path(FORTUNES_DIR) / topic, folder / "fortunes" / topic)
 
 
 def main() -> int:
@@ -447,7 +458,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json")
     ap.add_argument("--fashion", type=Path, default=Path(".gpudata/fashion.npz"),
                     help="npz with x_train/y_train/x_test/y_test uint8 Fashion-MNIST slices")
-    ap.add_argument("--fortunes", type=Path, default=Path("/usr/share/games/fortunes"))
+    ap.add_argument("--fortunes", type=Path, default=None,
+                    help="folder of fortune files (default: waypost's FORTUNES_DIR, else .gpudata/fortunes)")
     ap.add_argument("--profile", action="store_true", help="GPU only: waypost vs a bare loop per step, and profiles")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: tabular,images,text,bundles")
     ap.add_argument("--make-data", type=Path, default=None, help="write the data to carry (fashion.npz, fortunes/) "
@@ -459,6 +471,12 @@ def main() -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     import torch
+
+    from waypost.scenarios.text_data import FORTUNES_DIR
+
+    fortunes = args.fortunes or Path(FORTUNES_DIR)
+    if not fortunes.is_dir():
+        fortunes = Path(".gpudata/fortunes")
 
     env = step("environment", environment)
     RESULTS["environment"] = env
@@ -476,30 +494,28 @@ def main() -> int:
             else:
                 log(f"  images skipped: {args.fashion} not found")
         if "text" not in skip:
-            fortunes = args.fortunes if args.fortunes.is_dir() else Path(".gpudata/fortunes")
             step("3 text (fortunes)", lambda: text(args.quick, gpu, fortunes, stores["text"]))
         if "bundles" not in skip:
             s = stores["tabular"]
             if "model" in s:
-                step("4a fp16 bundle: tabular mlp", lambda: compare_bundles("mlp", s["model"], s["test"], s["target"], work))
+                step("4a fp16 bundle: tabular mlp", lambda: compare_bundles("mlp", s["model"], s["test"], work))
             s = stores["images"]
             for arch in ("small_cnn", "efficientnet_lite0"):
                 if arch in s:
                     step(f"4b fp16 bundle: {arch}",
-                         lambda arch=arch: compare_bundles(arch, s[arch], s["test"], "label", work))
+                         lambda arch=arch: compare_bundles(arch, s[arch], s["test"], work))
             s = stores["text"]
             if "model" in s:
                 step("4c fp16 bundle: scratch_transformer",
-                     lambda: compare_bundles("text", s["model"], s["test"], s["target"], work))
+                     lambda: compare_bundles("text", s["model"], s["test"], work))
 
         if args.profile and (gpu or args.quick):
             # section 5 lives in gpu_profile.py (benchmarks/ is sys.path[0] when this runs as a script); it
-            # imports helpers from gpu_check, which must then be this very module, not a second copy of it
-            sys.modules.setdefault("gpu_check", sys.modules[__name__])
+            # is handed this module for the shared helpers instead of importing a second copy of it
             from gpu_profile import engine_overhead
 
-            fortunes = args.fortunes if args.fortunes.is_dir() else Path(".gpudata/fortunes")
-            step("5 engine overhead on GPU", lambda: engine_overhead(args.quick, args.fashion, fortunes, work))
+            step("5 engine overhead on GPU",
+                 lambda: engine_overhead(sys.modules[__name__], args.quick, args.fashion, fortunes, work))
 
     log("\n================ REPORT ================")
     summary(RESULTS)
