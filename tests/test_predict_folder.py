@@ -97,3 +97,19 @@ def test_folder_listing_is_code_point_order_and_does_not_loop(tmp_path):
         "A/z.JPG", "a b/c.png", "a.png", "a/b.png", "a0.png", "é/1.png"]
     (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # back into an ancestor: not followed
     assert list_images(root)["image"].tolist() == listed
+
+
+def test_on_bad_image_skip_leaves_the_bad_image_out_and_counts_it(image_bundle, photos, tmp_path):
+    bad = photos / "9" / "zz_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out = tmp_path / "o.csv"
+    res = CliRunner().invoke(app, ["predict", str(image_bundle["bundle"]), str(photos), "-o", str(out),
+                                   "--chunk-rows", "4", "--on-bad-image", "skip"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(out)
+    assert len(got) == 31 and str(bad.resolve()) not in got["path"].tolist()
+    assert "skipped 1 unreadable image(s)" in res.output and "zz_broken.png" in res.output
+    # without skip, the error says how to skip in predict (not the training-only config key)
+    res = CliRunner().invoke(app, ["predict", str(image_bundle["bundle"]), str(photos), "-o", str(out)],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 2 and "--on-bad-image skip" in " ".join(res.output.split())

@@ -21,12 +21,15 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     train, _ = data
-    return Predictor(target="species", preset="fast", track=False, verbose=False).fit(train)
+    predictor = Predictor(target="species", preset="fast", track=False, verbose=False)
+    returned = predictor.fit(train)
+    predictor.fit_returned_ = returned  # what fit() returned, for the test below
+    return predictor
 
 
 def test_sklearn_habits_and_outputs(fitted, data):
     _, test = data
-    assert isinstance(fitted.fit, type(fitted.fit))  # fit returned self (fixture built it fluently)
+    assert fitted.fit_returned_ is fitted  # fit returns self
     assert fitted.task_ == "multiclass" and fitted.classes_ == ["Adelie", "Chinstrap", "Gentoo"]
     pred = fitted.predict(test)
     assert pred.shape == (len(test),) and set(pred) <= set(fitted.classes_)

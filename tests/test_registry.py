@@ -26,8 +26,25 @@ def test_requested_architecture_is_respected_and_unknown_names_fail():
 
 
 def test_types_without_an_encoder_are_refused_clearly():
-    with pytest.raises(ConfigError, match=r"\['image'\]"):
-        registry.choose_architecture({"numeric", "image"})
+    # audio columns are recognised, and no architecture takes them yet
+    assert not registry.list_architectures("audio")
+    with pytest.raises(ConfigError, match=r"column types \['audio'\]"):
+        registry.choose_architecture({"numeric", "audio"})
+
+
+def test_an_image_beside_numbers_plans_a_fused_cnn():
+    """The combination the product supports: the plan picks a CNN for the image column and keeps
+    the numeric column beside it (the fit fuses both into one network)."""
+    pytest.importorskip("mlxtend")
+    from waypost.config import WaypostConfig
+    from waypost.planning import resolve_job
+    from waypost.scenarios.image_data import mnist_frame
+
+    df = mnist_frame(n_per_class=5, seed=0)
+    df["ink"] = [float(a.mean()) for a in df["image"]]
+    cfg, plan = resolve_job(df, WaypostConfig.create("label", "fast", task="multiclass"))
+    assert {n: f.type for n, f in cfg.features.items()} == {"image": "image", "ink": "numeric"}
+    assert cfg.model.architecture in {a.name for a in registry.list_architectures("image")}
 
 
 def test_unavailable_requirement_is_explained(monkeypatch):

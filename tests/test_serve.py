@@ -120,7 +120,7 @@ def test_validation_errors_are_422_naming_the_field(penguins_bundle, serve):
     missing = {k: v for k, v in good.items() if k != "bill_depth_mm"}
     cases = {
         "missing": (missing, "bill_depth_mm", "Field required"),
-        "wrong type": ({**good, "flipper_length_mm": "long"}, "flipper_length_mm", "valid number"),
+        "wrong type": ({**good, "flipper_length_mm": "long"}, "flipper_length_mm", "expected a finite JSON number"),
         "wrong type (object)": ({**good, "island": {"name": "Biscoe"}}, "island", ""),
         "unknown field": ({**good, "beak_colour": "red"}, "beak_colour", "Extra inputs"),
         "in a list": ([good, missing], "1.bill_depth_mm", "Field required"),
@@ -172,21 +172,39 @@ def test_body_over_the_limit_is_413(penguins_bundle, serve):
     assert m[("waypost_requests_total", (("endpoint", "/predict"), ("status", "413")))] == 2
 
 
-def test_api_key(penguins_bundle, serve):
+def test_api_key_guards_predictions_info_and_metrics_not_probes_or_docs(penguins_bundle, serve):
     _, _, test = penguins_bundle
-    server = serve(api_key="s3cret")
     record = _records(test)[0]
+    key = {"X-API-Key": "s3cret"}
+    guarded = [("POST", "/predict", record), ("POST", "/predict/columns", {"columns": {k: [v] for k, v in record.items()}}),
+               ("GET", "/info", None), ("GET", "/metrics", None)]
+    open_paths = ["/health", "/ready", "/docs", "/redoc", "/openapi.json", "/docs/static/swagger-ui-bundle.js"]
+    server = serve(api_key="s3cret")
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        assert client.post("/predict", json=record).status_code == 401
-        wrong = client.post("/predict", json=record, headers={"X-API-Key": "nope"})
-        assert wrong.status_code == 401 and "X-API-Key" in wrong.json()["message"]
-        assert client.post("/predict", json=record, headers={"X-API-Key": "s3cret"}).status_code == 200
-        assert client.get("/health").status_code == 200  # probes need no key
-        assert client.get("/ready").status_code == 200
-        m = metrics_of(client)
+        for method, path, body in guarded:
+            for headers in ({}, {"X-API-Key": "nope"}):
+                resp = client.request(method, path, json=body, headers=headers)
+                assert resp.status_code == 401 and "X-API-Key" in resp.json()["message"], (path, headers, resp.text)
+            assert client.request(method, path, json=body, headers=key).status_code == 200, path
+        for path in open_paths:  # probes carry no secrets; the docs describe the format, not the data
+            assert client.get(path).status_code == 200, path
+        assert client.get("/no-such-path").status_code == 404
+        m = metrics_of(httpx.Client(base_url=server.url, headers=key))
         spec = client.get("/openapi.json").json()
-    assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 2
+    assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 2 * len(guarded)
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+    for path, method in (("/predict", "post"), ("/predict/columns", "post"), ("/info", "get"), ("/metrics", "get")):
+        op = spec["paths"][path][method]
+        assert op["security"] == [{"APIKeyHeader": []}] and "401" in op["responses"], path
+    assert "security" not in spec["paths"]["/health"]["get"] and "security" not in spec["paths"]["/ready"]["get"]
+
+    public = serve(api_key="s3cret", metrics_public=True)  # a scraper without the key
+    with httpx.Client(base_url=public.url, timeout=10) as client:
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/info").status_code == 401
+        assert client.post("/predict", json=record).status_code == 401
+        spec = client.get("/openapi.json").json()
+    assert "security" not in spec["paths"]["/metrics"]["get"] and "401" not in spec["paths"]["/metrics"]["get"]["responses"]
 
 
 def test_full_queue_answers_503_with_retry_after(penguins_bundle, serve):
@@ -291,6 +309,8 @@ def test_health_ready_info_and_openapi(penguins_bundle, serve):
     assert {"type": "null"} in record["properties"]["bill_length_mm"]["anyOf"]
     body_schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["anyOf"][1]["type"] == "array"
+    assert set(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}  # not JSON
+    assert set(spec["paths"]["/ready"]["get"]["responses"]) == {"200", "503"}
     assert m[("waypost_requests_total", (("endpoint", "/health"), ("status", "200")))] == 1
     assert m[("waypost_model_info", (("model_version", server.state.version),))] == 1
     assert m[("waypost_request_latency_seconds_count", (("endpoint", "/ready"),))] == 1
@@ -358,13 +378,51 @@ def test_batcher_isolates_a_bad_request_and_rejects_when_full():
     assert isinstance(bad, DataError) and "x" in str(bad)
 
 
+def test_batcher_deadline_fails_waiting_requests_and_answers_started_ones():
+    """timeout_ms counts from arrival: a request still queued behind a slow batch at its deadline
+    fails with DeadlineExceeded (an Overloaded: 503 + Retry-After); one whose batch already runs is
+    answered; one that arrives already late never reaches the queue."""
+    import time as _time
+
+    from waypost.serve.batcher import DeadlineExceeded
+
+    def slow(columns):
+        _time.sleep(0.3)
+        return {"prediction": np.asarray(columns["x"], dtype=float) * 2, "proba": None}
+
+    async def main():
+        b = Batcher(slow, max_batch_size=1, max_latency_ms=0, queue_size=100, timeout_ms=150)
+        await b.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        tasks = [asyncio.create_task(b.submit({"x": [float(i)]}, 1)) for i in range(4)]
+        out = await asyncio.gather(*tasks, return_exceptions=True)
+        waited = loop.time() - t0
+        with pytest.raises(DeadlineExceeded, match="timeout_ms=150"):
+            await b.submit({"x": [9.0]}, 1, arrived=loop.time() - 0.2)
+        await b.stop()
+        return out, waited
+
+    (first, *rest), waited = asyncio.run(main())
+    assert first.prediction.tolist() == [0.0]  # in the model when the deadline passed: answered
+    assert all(isinstance(r, DeadlineExceeded) and r.retry_after >= 1 for r in rest), rest
+    assert waited < 0.3 + 0.15 + 0.3  # not 4 x 0.3 s: the queue behind the slow call was cut at 150 ms
+    with pytest.raises(ValueError, match="larger than max_latency_ms"):
+        Batcher(slow, max_latency_ms=50, timeout_ms=50)
+
+
 def test_settings_round_trip_through_the_environment(tmp_path):
     env = settings_to_env(bundle_path=tmp_path, max_batch_size=16, max_latency_ms=2.5, api_key="k",
-                          log_path=tmp_path / "p.sqlite", queue_size=None)
+                          api_key_file=tmp_path / "key", metrics_public=True, timeout_ms=250.0,
+                          max_image_pixels=1000, log_path=tmp_path / "p.sqlite", queue_size=None)
     assert env["WAYPOST_SERVE_BUNDLE"] == str(tmp_path.resolve())
+    assert "k" not in env.values()  # a key value never goes into a variable the server sets
     back = settings_from_env(env)
     assert back == {"bundle_path": str(tmp_path.resolve()), "max_batch_size": 16, "max_latency_ms": 2.5,
-                    "api_key": "k", "log_path": str((tmp_path / "p.sqlite").resolve())}
+                    "api_key_file": str((tmp_path / "key").resolve()), "metrics_public": True,
+                    "timeout_ms": 250.0, "max_image_pixels": 1000, "log_path": str((tmp_path / "p.sqlite").resolve())}
+    # the key a worker inherits in $WAYPOST_API_KEY (what `waypost serve` reads) when no file is named
+    assert settings_from_env({"WAYPOST_SERVE_BUNDLE": "b", "WAYPOST_API_KEY": "k"})["api_key"] == "k"
     with pytest.raises(RuntimeError, match="WAYPOST_SERVE_BUNDLE"):
         settings_from_env({})
     with pytest.raises(RuntimeError, match="WAYPOST_SERVE_MAX_BATCH_SIZE"):
@@ -379,6 +437,9 @@ def test_serve_checks_its_arguments(tmp_path, penguins_bundle):
         serve(tmp_path, run=False)
     with pytest.raises(ConfigError, match="--max-batch-size"):
         serve(penguins_bundle[1], max_batch_size=0, run=False)
+    with pytest.raises(ConfigError, match="--timeout-ms .* must be larger than --max-latency-ms"):
+        serve(penguins_bundle[1], max_latency_ms=50, timeout_ms=20, run=False)
+    assert serve(penguins_bundle[1], timeout_ms=0, run=False)["timeout_ms"] == 0  # 0: no deadline
     settings = serve(penguins_bundle[1], log_path="none", run=False)
     assert settings["log_path"] is None
     settings = serve(penguins_bundle[1], run=False)
@@ -422,23 +483,49 @@ def test_prediction_log_survives_sigkill(penguins_bundle, tmp_path):
     assert len(frame) == 60 and {"island", "prediction", "proba_Adelie", "_ts"} <= set(frame.columns)
 
 
+def _group_processes(pgid: int) -> list[int]:
+    """The pids of a process group (the server and its uvicorn workers), from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
 @pytest.mark.slow
-def test_workers_share_settings_and_metrics(penguins_bundle, tmp_path):
+def test_workers_share_settings_and_metrics_and_the_key_is_in_no_argv(penguins_bundle, tmp_path):
     _, bundle_dir, test = penguins_bundle
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    argv = _serve_argv(bundle_dir, port, workers=2, api_key="k2", log_path="none", max_batch_size=8)
-    with running(argv, ready_url=url + "/ready", cwd=ROOT):
+    secret = "k2-" + "x" * 20
+    key_file = tmp_path / "api.key"
+    key_file.write_text(secret + "\n")
+    key_file.chmod(0o600)
+    waypost = str(Path(sys.executable).with_name("waypost"))
+    argv = [waypost, "serve", str(bundle_dir), "--port", str(port), "--workers", "2", "--api-key-file", str(key_file),
+            "--log-path", "none", "--max-batch-size", "8"]
+    with running(argv, ready_url=url + "/health", cwd=tmp_path) as proc:
         record = _records(test)[0]
-        with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": "k2"}) as client:
+        with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": secret}) as client:
             codes = [client.post("/predict", json=record).status_code for _ in range(20)]
             assert codes == [200] * 20
             assert httpx.post(url + "/predict", json=record).status_code == 401
             info = client.get("/info").json()
-            assert info["max_batch_size"] == 8 and info["prediction_log"] is None
+            assert info["max_batch_size"] == 8 and info["prediction_log"] is False
             m = metrics_of(client)  # whichever worker answers, the counters add up both
             assert m[("waypost_rows_predicted_total", ())] == 20
             assert m[("waypost_errors_total", (("kind", "unauthorized"),))] == 1
+            pids = _group_processes(proc.pid)
+            assert len(pids) >= 3, pids  # the supervisor and two workers
+            for pid in pids:  # `ps` shows argv to every user; /proc/PID/environ only to the owner
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert secret.encode() not in cmdline, (pid, cmdline)
+                assert secret.encode() not in Path(f"/proc/{pid}/environ").read_bytes(), pid
 
 
 def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins_bundle):
@@ -447,7 +534,7 @@ def test_the_fastapi_route_gives_the_same_answers_as_the_hot_path(penguins_bundl
     _, bundle_dir, test = penguins_bundle
     # a lone request must not wait for the batch to fill: with 2 s of max latency, a path that left
     # its arrival open would take 2 s
-    app = create_app(bundle_dir, max_latency_ms=2000.0)
+    app = create_app(bundle_dir, max_latency_ms=2000.0, timeout_ms=10_000)
     st = app.state.waypost
     record = _records(test)[0]
 
@@ -492,7 +579,7 @@ def test_columnar_endpoint_matches_the_predictor_and_names_bad_fields(penguins_b
     got = np.array([body["probabilities"][str(c)] for c in expected.columns]).T
     np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-4)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "columns", "bill_length_mm", 0]
-    assert unknown.status_code == 422 and "body.columns.colour: unknown column" in unknown.json()["message"]
+    assert unknown.status_code == 422 and "body.columns.colour: Extra inputs are not permitted" in unknown.json()["message"]
     assert ragged.status_code == 422 and "one length" in ragged.json()["message"]
     assert shape.status_code == 422
     assert metrics[("waypost_requests_total", (("endpoint", "/predict/columns"), ("status", "422")))] == 4

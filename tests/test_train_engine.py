@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from waypost.config import TrainingConfig
 from waypost.models.tabular_mlp import TabularMLP
 from waypost.train.batches import TensorBatches, auto_batch_size, balanced_sample_weights
-from waypost.train.engine import fit_network, predict_network
+from waypost.models.inference import predict_network
+from waypost.train.engine import fit_network
 from waypost.train.losses import FocalLoss, choose_loss, class_weights
 from waypost.train.optim import make_optimizer, make_scheduler
 
@@ -193,3 +194,63 @@ def test_best_weights_selects_on_error_with_loss_ties_and_stops_after_patience()
     assert trainer.should_stop  # a NaN loss stops at once, as Lightning's EarlyStopping did
     with pytest.raises(ValueError, match="val_loss or val_error"):
         BestWeights("accuracy")
+
+
+def test_time_limit_stops_between_batches_before_the_deadline_and_says_so():
+    """DeadlineStop: the last batch, the final validation and a prediction pass all fit in the limit."""
+    (tr, va) = _wine_tensors()
+    cfg = TrainingConfig(max_epochs=100_000, early_stopping_patience=100_000)
+    res = fit_network(TabularMLP(13, [], 3, [64]), TensorBatches(tr, 8, shuffle=True), TensorBatches(va, 512),
+                      task="multiclass", loss_fn=torch.nn.CrossEntropyLoss(), cfg=cfg, time_limit=3.0)
+    assert res.seconds <= 3.0, res.seconds
+    assert res.time_note and "of 100000" in res.time_note and "time_limit" in res.time_note
+    assert res.epochs_run >= 2
+
+
+def test_a_signal_mid_fit_then_resume_from_the_epoch_checkpoint_gives_the_uninterrupted_network(tmp_path):
+    """SIGINT at a batch of epoch 5 (a real signal through the fit's handler): FitInterrupted, the
+    checkpoint holds epoch 4; resuming replays the rest bit for bit (weights, AdamW moments, the
+    cosine schedule, BestWeights' snapshot, History, the shuffle and dropout RNG)."""
+    import os
+    import signal
+
+    import lightning.pytorch as L
+
+    from waypost.train.checkpoint import CheckpointStore
+    from waypost.train.interrupt import FitInterrupted, interrupt_guard
+    from waypost.train.session import FitSession, TimeBudget, fit_session
+
+    (tr, va) = _wine_tensors()
+    cfg = TrainingConfig(max_epochs=10, early_stopping_patience=50, learning_rate=1e-2)
+
+    class SignalAt(L.Callback):
+        def __init__(self, epoch: int | None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+            if trainer.current_epoch == self.epoch and batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    def run(*, signal_epoch: int | None = None, resume: bool = False):  # noqa: ANN202
+        torch.manual_seed(0)
+        net = TabularMLP(13, [], 3, [32], dropout=0.2)
+        store = CheckpointStore(tmp_path / "ck", "k", "wine")
+        store.open(resume=resume)
+        session = FitSession(TimeBudget(None), store)
+        with interrupt_guard(), fit_session(session), session.part("mlp"):
+            res = fit_network(net, TensorBatches(tr, 16, shuffle=True, drop_last=True), TensorBatches(va, 512),
+                              task="multiclass", loss_fn=torch.nn.CrossEntropyLoss(), cfg=cfg,
+                              callbacks=[SignalAt(signal_epoch)])
+        return res, predict_network(net, va[:2])
+
+    reference, out_reference = run()
+    with pytest.raises(FitInterrupted, match="SIGINT during epoch 6"):
+        run(signal_epoch=5)
+    meta = (tmp_path / "ck" / "wine-k" / "meta.json").read_text()
+    assert '"epoch": 4' in meta and (tmp_path / "ck" / "wine-k" / "mlp" / "last.ckpt").is_file()
+    resumed, out = run(resume=True)
+    assert resumed.resumed_from == 4 and resumed.epochs_run == reference.epochs_run
+    assert resumed.history == reference.history and resumed.best_epoch == reference.best_epoch
+    assert np.abs(out - out_reference).max() <= 1e-6
+    again, _ = run(resume=True)  # the finished part comes back from final.safetensors, untrained
+    assert again.restored and again.history == reference.history

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 try:
     import typer
@@ -14,7 +14,9 @@ except ImportError:  # `pip install waypost[runtime]` alone has no command line
     sys.stderr.write("waypost's command line needs its extras: pip install 'waypost[train]' (or [serve], [all])\n")
     raise SystemExit(1) from None
 
-from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_LATENCY_MS, QUEUE_SIZE  # noqa: E402
+from waypost.cli_show import bundle_info, print_export_report, print_metrics, print_plan  # noqa: E402
+from waypost.serve.defaults import (MAX_BATCH_SIZE, MAX_BODY_BYTES, MAX_IMAGE_PIXELS, MAX_LATENCY_MS,  # noqa: E402
+                                    QUEUE_SIZE, TIMEOUT_MS)
 
 app = typer.Typer(
     help="waypost: from a table to a tracked, evaluated model, exported as a bundle and served.",
@@ -22,6 +24,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from waypost import __version__
+
+        typer.echo(f"waypost {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print waypost's version and exit."),
+) -> None:
+    """waypost: from a table to a tracked, evaluated model, exported as a bundle and served."""
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -45,28 +63,6 @@ def _run(fn):  # type: ignore[no-untyped-def]
         return fn()
     except WaypostError as exc:
         _fail(exc)
-
-
-def _print_plan(plan: list, title: str = "plan") -> None:  # type: ignore[type-arg]
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False, title_justify="left")
-    for col in ("subject", "choice", "reason"):
-        table.add_column(col, overflow="fold")
-    for d in plan:
-        table.add_row(d.subject, d.choice, d.reason)
-    _console().print(table)
-
-
-def _print_metrics(metrics: dict, title: str = "metrics", key: str = "metric") -> None:  # type: ignore[type-arg]
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    table.add_column(key)
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
-    _console().print(table)
 
 
 @app.command()
@@ -104,7 +100,7 @@ def init(
         cfg, plan = resolve_job(df, cfg)
         output.parent.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(output)
-        _print_plan(plan, f"plan for {data.name} ({len(df)} rows)")
+        print_plan(plan, f"plan for {data.name} ({len(df)} rows)")
         _console().print(f"wrote [bold]{output}[/]; next: waypost train {output}")
 
     _run(go)
@@ -117,14 +113,26 @@ def train(
     name: Optional[str] = typer.Option(None, help="Model directory name (default: target + time)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default WAYPOST_TRACKING_URI or .waypost/)."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow."),
-    time_limit: Optional[float] = typer.Option(None, help="Seconds for the whole fit."),
+    time_limit: Optional[float] = typer.Option(None, help="Seconds for the whole fit, saving and logging included."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted fit of this config and data "
+                                "from its checkpoint (a fresh fit when none matches)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train with the production defaults, track in MLflow, register the model and save it under runs/."""
+    """Train with the production defaults, track in MLflow, register the model and save it under runs/.
+
+    Every epoch is checkpointed under training.checkpoint_dir (default .waypost/checkpoints); the checkpoint is removed when the fit succeeds.
+
+    Ctrl-C or SIGTERM stops the fit at the next batch: the MLflow run ends KILLED, one line says how to resume, and the exit code is 130 (SIGINT) or 143 (SIGTERM).
+    """
+    started = time.perf_counter()
+    from waypost.cli_train import interrupted_line, point_latest, train_command
+
+    again = train_command(config, output, name, tracking_uri, no_track, time_limit, quiet)
 
     def go() -> None:
         from waypost.config import WaypostConfig
         from waypost.errors import ConfigError
+        from waypost.fitting import fit_predictor
         from waypost.predictor import Predictor
 
         cfg = WaypostConfig.from_yaml(config)
@@ -134,27 +142,39 @@ def train(
             cfg.tracking.enabled = False
         if time_limit:
             cfg.training.time_limit = time_limit
+        if cfg.training.checkpoint_dir is None:
+            cfg.training.checkpoint_dir = str(Path(".waypost") / "checkpoints")
         if not cfg.data.train:
             raise ConfigError(f"{config}: 'data.train' is not set: name the training table")
         base = config.resolve().parent
         train_path = base / cfg.data.train
         valid_path = base / cfg.data.valid if cfg.data.valid else None
-        predictor = Predictor.from_config(cfg, verbose=not quiet).fit(train_path, valid_path)
         run_name = name or f"{cfg.target}-{time.strftime('%Y%m%d-%H%M%S')}"
-        model_dir = predictor.save(output / run_name)
-        latest = output / "latest"
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(run_name, target_is_directory=True)
-        _print_plan(predictor.plan_)
-        _print_metrics(predictor.validation_metrics_, "validation metrics")
+        model_dir = output / run_name
+        predictor = Predictor.from_config(cfg, verbose=not quiet)
+        fit_predictor(predictor, train_path, valid_path, resume=resume, save_to=model_dir, started=started)
+        latest = point_latest(output, run_name)
+        print_plan(predictor.plan_)
+        print_metrics(predictor.validation_metrics_, "validation metrics")
         reg = predictor.registered_model_
         if reg:
             _console().print(f"MLflow run {predictor.lineage_.get('mlflow_run_id')}; registered "
                              f"[bold]{reg.get('registered_model')}[/] version {reg.get('version')}")
         _console().print(f"saved [bold]{model_dir}[/] ({latest} points to it)")
 
-    _run(go)
+    from waypost.train.interrupt import FitInterrupted, interrupt_guard
+
+    with interrupt_guard() as guard:
+        try:
+            _run(go)
+        except FitInterrupted as exc:
+            sys.stderr.write(interrupted_line(exc, again) + "\n")
+            raise typer.Exit(code=exc.exit_code) from None
+    if guard.late_signal is not None:
+        import signal
+
+        sys.stderr.write(f"{signal.Signals(guard.late_signal).name} arrived while the finished model was being "
+                         "registered and saved; that was allowed to complete (nothing was lost)\n")
 
 
 @app.command()
@@ -170,16 +190,27 @@ def evaluate(
 
         from waypost.runtime.bundle import is_bundle
 
+        from waypost.data.target import drop_missing_target
+
         if is_bundle(model):
             import waypost.runtime as rt
             from waypost.deploy.bundle import bundle_metrics
 
-            metrics = bundle_metrics(rt.load(model), read_table(data))
+            scorer: Any = rt.load(model)
+            evaluate_on = lambda df: bundle_metrics(scorer, df)  # noqa: E731
         else:
             from waypost.predictor import Predictor
 
-            metrics = Predictor.load(model).evaluate(data)
-        _print_metrics(metrics, f"metrics on {data.name}")
+            scorer = Predictor.load(model)
+            evaluate_on = scorer.evaluate
+        df = read_table(data)
+        target = scorer.target if is_bundle(model) else scorer.target_
+        kept, dropped = (drop_missing_target(df, target) if target in df.columns else (df, 0))
+        metrics = evaluate_on(kept)
+        if dropped:
+            _console().print(f"[yellow]{dropped} of {len(df)} rows have no '{target}' value and are not "
+                             f"scored[/]; the metrics are on the other {len(kept)}")
+        print_metrics(metrics, f"metrics on {data.name} ({len(kept)} rows)")
         text = json.dumps(metrics, indent=2)
         if json_out:
             json_out.write_text(text)
@@ -199,21 +230,25 @@ def predict(
                    "memory stays flat whatever the input's size."),
     proba: bool = typer.Option(True, help="Add one probability column per class."),
     keep: Optional[str] = typer.Option(None, help="Comma-separated input columns to copy into the output."),
+    on_bad_image: str = typer.Option("error", help="error: stop at an unreadable image, naming it; skip: leave "
+                                     "it out of the output, count it and name the first."),
 ) -> None:
     """Batch prediction, streamed chunk by chunk with a progress bar. A bundle runs on onnxruntime.
 
     A folder of images gives one row per image: its path, the prediction and one probability per class.
+    The summary counts unseen categories and values clipped to the training range, per column.
     """
 
     def go() -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from waypost.data.io import TableWriter
-        from waypost.serve.batch import batch_job, load_scorer
+        from waypost.serve.batch import batch_job, issues_summary, load_scorer
 
         scorer = load_scorer(model)
         keep_cols = [c.strip() for c in keep.split(",")] if keep else []
-        total, scored = batch_job(scorer, data, chunk_rows=chunk_rows, keep=keep_cols, proba=proba)
+        total, scored = batch_job(scorer, data, chunk_rows=chunk_rows, keep=keep_cols, proba=proba,
+                                  on_bad_image=on_bad_image)
         n = 0
         with TableWriter(output) as writer, Progress(
             TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
@@ -224,6 +259,10 @@ def predict(
                 n += len(frame)
                 bar.update(task, completed=n)
         _console().print(f"wrote {n} predictions to [bold]{output}[/] ({scorer.kind})")
+        if scorer.skipped:
+            _console().print(f"[yellow]skipped {len(scorer.skipped)} unreadable image(s)[/]; first: {scorer.skipped[0]}")
+        if scorer.issues:
+            _console().print(f"[yellow]input warnings:[/] {issues_summary(scorer.issues)}")
 
     _run(go)
 
@@ -243,13 +282,14 @@ def export(
         from waypost.predictor import Predictor
 
         report = Predictor.load(model).export(output, optimize=optimize, data=data, register=register, alias=alias)
-        _print_export_report(report)
+        print_export_report(report)
         reg = report.get("registered")
         if reg:
             _console().print(f"registered [bold]{reg['registered_model']}[/] version {reg['version']}"
                              + (f" as @{reg['alias']}" if reg.get("alias") else ""))
             if reg.get("alias_withheld"):
                 _console().print(f"[bold red]{reg['alias_withheld']}[/]")
+            _console().print(f"serve it through MLflow: {reg['serve_command']}", soft_wrap=True)
         _console().print(f"wrote bundle [bold]{output}[/]; try: waypost serve {output}")
 
     _run(go)
@@ -265,15 +305,15 @@ def prune(
     valid: Optional[Path] = typer.Option(None, help="Validation table (default: the fit's own split)."),
 ) -> None:
     """Global magnitude pruning of the MLP + a short recovery fine-tune; sparsity, size, latency, metric."""
-    _run(lambda: _prune(model, data, output, amount, finetune_epochs, valid))
 
+    def go() -> None:
+        from waypost.data.io import read_table
+        from waypost.deploy.prune import prune_command
 
-def _prune(model: Path, data: Path, output: Path, amount: float, epochs: int, valid: Optional[Path]) -> None:
-    from waypost.data.io import read_table
-    from waypost.deploy.prune import prune_command
+        prune_command(model, read_table(data), output, amount=amount, finetune_epochs=finetune_epochs,
+                      valid_data=read_table(valid) if valid else None)
 
-    prune_command(model, read_table(data), output, amount=amount, finetune_epochs=epochs,
-                  valid_data=read_table(valid) if valid else None)
+    _run(go)
 
 
 @app.command()
@@ -289,55 +329,15 @@ def distill(
 ) -> None:
     """Knowledge distillation: a smaller student trained on the teacher's soft labels (an MLP for
     tabular models; a shallower Transformer, started from the teacher's layers, for text)."""
-    _run(lambda: _distill(teacher, data, output, student, temperature, alpha, valid))
 
+    def go() -> None:
+        from waypost.data.io import read_table
+        from waypost.deploy.distill import distill_command
 
-def _distill(teacher: Path, data: Path, output: Path, student: str, temperature: float, alpha: float,
-             valid: Optional[Path]) -> None:
-    from waypost.data.io import read_table
-    from waypost.deploy.distill import distill_command
+        distill_command(teacher, read_table(data), output, student=student, temperature=temperature,
+                        alpha=alpha, valid_data=read_table(valid) if valid else None)
 
-    distill_command(teacher, read_table(data), output, student=student, temperature=temperature, alpha=alpha,
-                    valid_data=read_table(valid) if valid else None)
-
-
-def _print_export_report(report: dict) -> None:  # type: ignore[type-arg]
-    lat = report["latency"]
-    rows = {"optimize": report["optimize"], "size (KiB)": f"{report['size_bytes'] / 1024:.1f}",
-            "p50 1 row (ms)": f"{lat['p50_ms_1row']:.3f}", f"rows/s (batch {lat['batch_rows']})": f"{lat['rows_per_s_batch']:,.0f}",
-            "max |diff| vs model": f"{report['max_abs_diff_vs_model']:.2e}"}
-    if "fp32" in report:
-        ref = report["fp32"]
-        rows["fp32 size (KiB)"] = f"{ref['size_bytes'] / 1024:.1f}"
-        rows["fp32 p50 1 row (ms)"] = f"{ref['latency']['p50_ms_1row']:.3f}"
-    if "metrics" in report:
-        m = report["metrics"]
-        rows[f"{m['primary']} fp32 -> {report['optimize']}"] = (
-            f"{m['fp32'][m['primary']]:.4f} -> {m[report['optimize']][m['primary']]:.4f}")
-    _print_metrics(rows, "export report", key="measure")
-    from rich.console import Console
-
-    if report.get("note"):
-        Console(stderr=True).print(f"[yellow]note:[/] {report['note']}")
-    if report.get("warning"):
-        Console(stderr=True).print(f"[bold red]WARNING:[/] {report['warning']}")
-
-
-def _bundle_info(path: Path, as_json: bool) -> None:
-    from waypost.plan import Decision
-    from waypost.runtime.bundle import read_bundle_manifest
-
-    m = read_bundle_manifest(path)
-    summary = {"target": m["target"], "task": m["task"], "model_version": m.get("model_version"),
-               "optimize": m["model"]["optimize"], "parts": m["model"]["parts"], "plan": m["plan"],
-               "validation_metrics": m["metrics"]["validation"], "lineage": m["lineage"]}
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
-        return
-    _print_plan([Decision.from_dict(d) for d in m["plan"]], f"plan of bundle {path}")
-    _print_metrics(m["metrics"]["validation"], "validation metrics (at training)")
-    _print_metrics({"model_version": str(m.get("model_version")), "optimize": m["model"]["optimize"],
-                    "digest": m["model"]["digest"][:19], "waypost": m["waypost_version"]}, "bundle", key="field")
+    _run(go)
 
 
 @app.command()
@@ -349,25 +349,40 @@ def serve(
     max_batch_size: int = typer.Option(MAX_BATCH_SIZE, help="Rows per model call in the dynamic batcher."),
     max_latency_ms: float = typer.Option(MAX_LATENCY_MS, help="Longest wait to fill a batch."),
     queue_size: int = typer.Option(QUEUE_SIZE, help="Requests waiting at most; beyond it, 503 + Retry-After."),
-    api_key: Optional[str] = typer.Option(None, help="Require X-API-Key (default: $WAYPOST_API_KEY if set)."),
+    timeout_ms: float = typer.Option(TIMEOUT_MS, help="A request not in the model this long after it arrived gets "
+                                     "503 + Retry-After, so latency stays bounded under a flood (0 = no deadline)."),
+    api_key_file: Optional[Path] = typer.Option(None, help="File holding the API key clients send as X-API-Key "
+                                                "(or set $WAYPOST_API_KEY). It guards /predict, /predict/columns, "
+                                                "/info and /metrics; /health, /ready and /docs stay open."),
+    metrics_public: bool = typer.Option(False, "--metrics-public", help="With an API key, leave /metrics open "
+                                        "(for a Prometheus scraper without the key)."),
     max_body_bytes: int = typer.Option(MAX_BODY_BYTES, help="Larger request bodies get 413."),
+    max_image_pixels: int = typer.Option(MAX_IMAGE_PIXELS, help="Images declaring more pixels get 422 from their "
+                                         "header, never decoded (0 = no limit)."),
     log_path: Optional[str] = typer.Option(None, help="SQLite prediction log (default .waypost/predictions.sqlite; 'none' = off)."),
+    log_durability: str = typer.Option("answered", help="answered: a prediction is answered only once it is "
+                                       "committed to the log; async: faster, a crash loses the last ~200 ms."),
 ) -> None:
-    """Online prediction: FastAPI on uvicorn, dynamic batching, /metrics, prediction log."""
+    """Online prediction: FastAPI on uvicorn, dynamic batching, /metrics, prediction log.
+
+    The API key is never an argument (a command line is visible to every user in `ps`): put it in a
+    file (--api-key-file, readable by the server's user only) or in $WAYPOST_API_KEY.
+    """
 
     def go() -> None:
         from waypost.serve.cli import serve as run_server
 
         run_server(bundle, host=host, port=port, workers=workers, max_batch_size=max_batch_size,
-                   max_latency_ms=max_latency_ms, queue_size=queue_size, api_key=api_key,
-                   max_body_bytes=max_body_bytes, log_path=log_path)
+                   max_latency_ms=max_latency_ms, queue_size=queue_size, api_key_file=api_key_file,
+                   max_body_bytes=max_body_bytes, log_path=log_path, log_durability=log_durability,
+                   timeout_ms=timeout_ms, metrics_public=metrics_public, max_image_pixels=max_image_pixels)
 
     _run(go)
 
 
 @app.command()
 def info(
-    model: Path = typer.Argument(..., help="Model directory."),
+    model: Path = typer.Argument(..., help="Model directory (e.g. runs/latest) or bundle (waypost export)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """The plan (every decision with its reason), validation metrics and lineage of a model or bundle."""
@@ -376,17 +391,23 @@ def info(
         from waypost.runtime.bundle import is_bundle
 
         if is_bundle(model):
-            _bundle_info(model, as_json)
+            bundle_info(model, as_json)
             return
-        from waypost.predictor import Predictor
+        # the manifest holds all of it: no weights loaded, so no torch imported (seconds saved)
+        from waypost.persistence import check_model_manifest, read_manifest
+        from waypost.plan import Decision
 
-        predictor = Predictor.load(model)
+        m = read_manifest(model)
+        check_model_manifest(m, model)
+        summary = {"target": m["target"], "task": m["task"], "selected": m["selected"], "plan": m["plan"],
+                   "validation_metrics": m.get("validation_metrics", {}), "lineage": m.get("lineage", {})}
         if as_json:
-            typer.echo(json.dumps(predictor.summary(), indent=2, default=str))
+            typer.echo(json.dumps(summary, indent=2, default=str))
             return
-        _print_plan(predictor.plan_, f"plan of {model}")
-        _print_metrics(predictor.validation_metrics_, "validation metrics")
-        _print_metrics({k: str(v) for k, v in predictor.lineage_.items() if not isinstance(v, (list, dict))}, "lineage", key="field")
+        print_plan([Decision.from_dict(d) for d in m["plan"]], f"plan of {model}")
+        print_metrics(summary["validation_metrics"], "validation metrics")
+        print_metrics({k: str(v) for k, v in summary["lineage"].items() if not isinstance(v, (list, dict))},
+                       "lineage", key="field")
 
     _run(go)
 
@@ -402,29 +423,21 @@ def datasets_list() -> None:
 
 @app.command()
 def dataset(
-    name: str = typer.Argument(..., help="A bundled real data set (see --list)."),
-    output: Path = typer.Option(..., "--output", "-o", help="CSV or Parquet to write (the training part)."),
+    name: str = typer.Argument(..., help="A real data set that ships offline (`waypost datasets` lists them)."),
+    output: Path = typer.Option(..., "--output", "-o", help="CSV or Parquet to write (the training part); a "
+                                "folder for an image data set (one subfolder of PNGs per class)."),
     test_output: Optional[Path] = typer.Option(None, help="Also write a held-out test part here."),
     test_size: float = typer.Option(0.3, help="Fraction held out when --test-output is given."),
+    sample: Optional[int] = typer.Option(None, help="Keep this many rows (stratified) before splitting."),
     seed: int = typer.Option(0),
 ) -> None:
     """Write one of the real data sets that ship offline (for demos and trying waypost out)."""
 
     def go() -> None:
-        from waypost.data.io import TableWriter
-        from waypost.scenarios.datasets import DATASETS, load_dataset, split
+        from waypost.scenarios.datasets import write_dataset
 
-        df = load_dataset(name)
-        info = DATASETS[name]
-        parts = {output: df}
-        if test_output is not None:
-            train_df, test_df = split(df, info.target, test_size=test_size, seed=seed)
-            parts = {output: train_df, test_output: test_df}
-        for path, part in parts.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with TableWriter(path) as w:
-                w.write(part.reset_index(drop=True))
-            _console().print(f"wrote {len(part)} rows of '{name}' to {path} (target column: '{info.target}')")
+        for line in write_dataset(name, output, test_output, test_size=test_size, sample=sample, seed=seed):
+            _console().print(line)
 
     _run(go)
 

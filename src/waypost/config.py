@@ -196,8 +196,14 @@ class TrainingConfig(_Strict):
     focal_gamma: float = Field(2.0, ge=0.0)
     imbalance: Literal["auto", "none", "class_weights", "oversample", "focal"] = "auto"
     seed: int = 0
-    time_limit: float | None = Field(None, gt=0.0, description="Seconds for the whole fit.")
+    time_limit: float | None = Field(None, gt=0.0, description="Seconds for the whole fit, post-training work "
+                                     "(plots, MLflow logging, saving) included; training stops between "
+                                     "batches/boosting rounds to stay within it, and the plan says what it cut.")
     weight_histograms: bool = True
+    checkpoint_dir: str | None = Field(
+        None, description="Folder for resumable checkpoints: one subfolder per config + training-data digest, "
+        "written every epoch and removed when the fit succeeds; None: no checkpoints (waypost train uses "
+        ".waypost/checkpoints). A relative path is relative to the current directory.")
 
 
 class TrackingConfig(_Strict):

@@ -8,7 +8,6 @@ predict/evaluate/save/load serve every kind. Bad images are errors naming the ro
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,16 @@ def _text_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, An
     text = cfg.model.text
     weights = resolve_text_weights(text.pretrained if cfg.model.architecture == "pretrained_transformer" else False)
     tokenizer_json = weights.tokenizer_json()
-    pre = TextPreprocessor(column, tokenizer_json=tokenizer_json, max_length=text.max_length, vocab_size=text.vocab_size,
+    # A WordPiece trained on the data is not reproducible (huggingface/tokenizers#1794: hash-map order
+    # decides ties), so a resumed fit must take the interrupted fit's tokenizer from the checkpoint.
+    slot, saved = _tokenizer_slot(tokenizer_json)
+    pre = TextPreprocessor(column, tokenizer_json=saved["tokenizer"] if saved else tokenizer_json,
+                           max_length=text.max_length, vocab_size=text.vocab_size,
                            model_limit=weights.length_limit(tokenizer_json)).fit(train_df[column])
+    if saved:
+        pre.decision_ = Decision.from_dict(saved["decision"])
+    elif slot is not None:
+        slot.write_json(TOKENIZER_FILE, {"tokenizer": pre.tokenizer_, "decision": pre.decision_.to_dict()})
 
     def model(**common: Any) -> Any:
         return TextModel(vocab_size=pre.vocab_size_, max_length=pre.max_length_, text=text, weights=weights, **common)
@@ -47,18 +54,38 @@ def _text_column(cfg: Any, column: str, train_df: pd.DataFrame) -> tuple[Any, An
     return pre, model
 
 
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _tokenizer_slot(pretrained_tokenizer: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """(the checkpoint slot of a tokenizer trained on the data, its saved state when resuming)."""
+    from waypost.train.session import current_session
+
+    session = current_session()
+    if pretrained_tokenizer is not None or session is None or session.checkpoints is None:
+        return None, None
+    slot = session.checkpoints.slot("tokenizer")
+    if session.checkpoints.resumed and slot.has(TOKENIZER_FILE):
+        return slot, slot.read_json(TOKENIZER_FILE)
+    return slot, None
+
+
 COLUMN_KINDS = {"image": _image_column, "text": _text_column}
 
 
 def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_df: pd.DataFrame,
-                         valid_df: pd.DataFrame, full_train: pd.DataFrame, train_data: Any, started: float) -> None:
+                         valid_df: pd.DataFrame, full_train: pd.DataFrame, train_data: Any, state: dict[str, Any],
+                         save_to: Path | None = None) -> None:
+    """`state` holds the fit's `session` (time budget, checkpoints) and receives its `tracker`, so
+    an interruption can name the run; `save_to` as in `waypost.fitting.fit_predictor`."""
     from waypost.data.frame_preprocess import ColumnFramePreprocessor
     from waypost.data.preprocess import TabularPreprocessor
     from waypost.data.target import TargetEncoder
     from waypost.ensemble.blend import BlendModel, validation_loss
-    from waypost.fitting import _console, _log_run, run_tracker
+    from waypost.fitting import _console, _log_run, bind_run, commit_model, fit_notes, fit_tracker
     from waypost.metrics import raw_metrics
     from waypost.track.lineage import collect_lineage
+    from waypost.train import interrupt
 
     column, kind = next((name, f.type) for name, f in cfg.features.items() if f.type in COLUMN_KINDS)
     tab_features = {name: f.type for name, f in cfg.features.items() if name != column}
@@ -89,16 +116,17 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
                              f"features and the MLP encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a "
                              f"{cfg.model.fusion_hidden}-unit combiner, one network trained end to end"))
 
-    tracker = run_tracker(cfg)
+    interrupt.check("preprocessing")
+    session = state["session"]
+    tracker = state["tracker"] = fit_tracker(cfg, session)
     with tracker:
+        bind_run(session, tracker)
         tracker.log_params({"config": cfg.to_dict()})
-        limit = cfg.training.time_limit
-        remaining = None if limit is None else max(1.0, limit - (time.perf_counter() - started))
         model = make_model(task=task, n_classes=len(encoder.classes_), arch=cfg.model.architecture,
                            training=cfg.training, class_names=list(encoder.classes_), tabular=tabular,
                            mlp=cfg.model.mlp, fusion_hidden=cfg.model.fusion_hidden)
-        model.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=predictor.verbose,
-                  time_limit=remaining)
+        with session.part(kind):  # the engine takes its deadline and checkpoint slot from the session
+            model.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=predictor.verbose)
         fr = model.fit_
         if kind == "image":
             # the saved preprocessing must normalise as the network was trained (pretrained weights bring
@@ -108,6 +136,8 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
         plan.append(Decision("training", kind, f"{fr.epochs_run} epochs",
                              f"best epoch {fr.best_epoch} restored; batch {model.batch_size_}, {fr.precision} on "
                              f"{fr.accelerator}, {fr.seconds:.1f}s"))
+        plan += fit_notes(kind, fr)
+        interrupt.check(f"after the {kind} model")
         valid_proba = model.predict_raw(x_valid)
         score = validation_loss(task, valid_proba, y_valid)
         predictor.config_, predictor.plan_, predictor.task_, predictor.target_ = cfg, plan, task, cfg.target
@@ -126,6 +156,7 @@ def fit_column_predictor(predictor: Any, cfg: Any, plan: list[Decision], train_d
                               "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
         predictor.registered_model_ = None
         _log_run(predictor, tracker, valid_proba, y_valid, model)
+        commit_model(predictor, tracker, save_to)
         _console(predictor, f"[bold green]trained[/] {cfg.model.architecture}: validation "
                  f"accuracy {predictor.validation_metrics_.get('accuracy', float('nan')):.4f}")
 

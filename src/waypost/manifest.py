@@ -33,3 +33,95 @@ def read_versioned_json(directory: str | Path, filename: str, *, fmt: str, max_v
             f"{path} has format_version {version!r}; this waypost reads up to {max_version}: upgrade waypost"
         )
     return manifest
+
+
+# ---- structure --------------------------------------------------------------------------------
+# A spec maps each required key to its type (or a tuple of types) or to a nested spec (a dict).
+Spec = dict[str, Any]
+
+TASKS = ("binary", "multiclass", "regression")
+
+# What each tabular column's fitted state must hold, by kind (the numpy runtime reads exactly these).
+COLUMN_STATE: dict[str, Spec] = {
+    "numeric": {"name": str, "median": (int, float), "mean": (int, float), "std": (int, float), "add_indicator": bool},
+    "category": {"name": str, "categories": list},
+    "binary": {"name": str, "values": list, "add_indicator": bool},
+    "datetime": {"name": str, "median": str, "year_mean": (int, float), "year_std": (int, float),
+                 "has_time": bool, "add_indicator": bool},
+}
+PART_STATE: dict[str, Spec] = {
+    "image": {"size": list, "channels": int, "resize": str, "mean": list, "std": list},
+    "text": {"tokenizer": str, "max_length": int},
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false", list: "a list",
+               dict: "an object"}
+
+
+def require(obj: Any, spec: Spec, where: str, prefix: str = "") -> None:
+    """ModelFileError naming the first key of `spec` that `obj` lacks or holds with the wrong type:
+    `waypost.json: missing key 'model.digest'` rather than a KeyError deep inside a loader."""
+    for key, want in spec.items():
+        name = f"{prefix}{key}"
+        if not isinstance(obj, dict) or key not in obj:
+            raise ModelFileError(f"{where}: missing key '{name}'")
+        value = obj[key]
+        if isinstance(want, dict):
+            if not isinstance(value, dict):
+                raise ModelFileError(f"{where}: '{name}' must be an object, got {type(value).__name__}")
+            require(value, want, where, f"{name}.")
+            continue
+        types = want if isinstance(want, tuple) else (want,)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise ModelFileError(f"{where}: '{name}' must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def require_preprocessor(state: Any, features: dict[str, str], where: str, key: str = "preprocessor") -> None:
+    """The fitted preprocessing state names every feature once, and each column's state is complete."""
+    require({key: state}, {key: {"kind": str}}, where)
+    kind = state["kind"]
+    named: list[str] = []
+    if kind.endswith("_frame"):
+        part = kind.removesuffix("_frame")
+        if part not in PART_STATE:
+            raise ModelFileError(f"{where}: '{key}.kind' is {kind!r}; expected tabular, image_frame or text_frame")
+        require(state, {"column": str, part: PART_STATE[part]}, where, f"{key}.")
+        named.append(state["column"])
+        tabular = state.get("tabular")
+        if tabular is not None:
+            named += _tabular_columns(tabular, where, f"{key}.tabular")
+    elif kind == "tabular":
+        named += _tabular_columns(state, where, key)
+    else:
+        raise ModelFileError(f"{where}: '{key}.kind' is {kind!r}; expected tabular, image_frame or text_frame")
+    missing = [f for f in features if f not in named]
+    extra = [c for c in named if c not in features]
+    if missing:
+        raise ModelFileError(f"{where}: feature(s) {missing} have no fitted preprocessing in '{key}'")
+    if extra:
+        raise ModelFileError(f"{where}: '{key}' preprocesses column(s) {extra} that 'features' does not list")
+
+
+def _tabular_columns(state: dict[str, Any], where: str, key: str) -> list[str]:
+    require(state, {"columns": list}, where, f"{key}.")
+    names = []
+    for i, col in enumerate(state["columns"]):
+        at = f"{key}.columns.{i}."
+        require(col, {"kind": str}, where, at)
+        spec = COLUMN_STATE.get(col["kind"])
+        if spec is None:
+            raise ModelFileError(f"{where}: '{at}kind' is {col['kind']!r}; expected one of {sorted(COLUMN_STATE)}")
+        require(col, spec, where, at)
+        names.append(col["name"])
+    return names
+
+
+def require_target(state: Any, task: str, where: str, key: str = "target_encoder") -> None:
+    """The label map for classification (at least two classes), mean/std for regression."""
+    if task not in TASKS:
+        raise ModelFileError(f"{where}: 'task' is {task!r}; expected one of {list(TASKS)}")
+    spec = {"classes": list} if task != "regression" else {"mean": (int, float), "std": (int, float)}
+    require({key: state}, {key: spec}, where)
+    if task != "regression" and len(state["classes"]) < 2:
+        raise ModelFileError(f"{where}: '{key}.classes' must hold at least two classes, got {state['classes']!r}")

@@ -35,6 +35,7 @@ def atomic_directory(path: str | Path, marker: str = MANIFEST) -> Iterator[Path]
     tmp.mkdir()
     try:
         yield tmp
+        _default_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -45,6 +46,17 @@ def atomic_directory(path: str | Path, marker: str = MANIFEST) -> Iterator[Path]
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _default_modes(directory: Path) -> None:
+    """Every file as a plain `open()` would create it (0666 less the umask): some writers (safetensors)
+    create 0600 files, which left a model's weights unreadable to the service that serves it while its
+    manifest was world-readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -69,3 +81,36 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+MODEL_SPEC = {"config": dict, "target": str, "task": str, "features": dict, "preprocessor": dict,
+              "target_encoder": dict, "selected": str, "blend_weights": dict, "parts": dict, "plan": list}
+
+
+def check_model_manifest(manifest: dict[str, Any], directory: str | Path) -> None:
+    """Everything `load_predictor` reads is there and consistent, or a ModelFileError naming the key:
+    the parts the blend and the selection name must exist, each with its file on disk."""
+    from waypost.manifest import require, require_preprocessor, require_target
+
+    where = str(Path(directory) / MANIFEST)
+    require(manifest, MODEL_SPEC, where)
+    require_preprocessor(manifest["preprocessor"], manifest["features"], where)
+    require_target(manifest["target_encoder"], manifest["task"], where)
+    parts = manifest["parts"]
+    if not parts:
+        raise ModelFileError(f"{where}: 'parts' is empty: the model has no trained part")
+    for name, entry in parts.items():
+        require(entry, {"kind": str, "file": str}, where, f"parts.{name}.")
+        if not (Path(directory) / entry["file"]).is_file():
+            raise ModelFileError(f"{where}: part {name!r} names {entry['file']!r}, which is not in {directory}")
+    weights = manifest["blend_weights"]
+    unknown = [p for p in weights if p not in parts]
+    if unknown:
+        raise ModelFileError(f"{where}: 'blend_weights' names part(s) {unknown}; the model has {sorted(parts)}")
+    if not weights or any(not isinstance(w, (int, float)) or w < 0 for w in weights.values()) \
+            or abs(sum(weights.values()) - 1.0) > 1e-6:
+        raise ModelFileError(f"{where}: 'blend_weights' must be non-negative numbers summing to 1, got {weights}")
+    selected = manifest["selected"]
+    if selected not in parts and not (selected == "blend" and len(weights) > 1):
+        raise ModelFileError(f"{where}: 'selected' is {selected!r}, but the model's parts are {sorted(parts)}"
+                             + (" and it has no blend" if selected == "blend" else ""))

@@ -82,10 +82,17 @@ class Predictor:
         return cls(cfg.target, config=cfg, **kwargs)
 
     # ---- fit ----------------------------------------------------------------------------------
-    def fit(self, train_data: DataLike, valid_data: DataLike | None = None) -> Predictor:
+    def fit(self, train_data: DataLike, valid_data: DataLike | None = None, *, resume: bool = False) -> Predictor:
+        """Fit on `train_data` (validation split off it unless `valid_data` is given); returns self.
+
+        SIGINT/SIGTERM (main thread) stop the fit at the next batch or boosting round: the MLflow run
+        ends KILLED and `waypost.train.interrupt.FitInterrupted` is raised (its `checkpoint` names the
+        folder). With `training.checkpoint_dir` set, `resume=True` continues such a fit of the same
+        config and data from its last completed epoch (a fresh fit when none matches).
+        """
         from waypost.fitting import fit_predictor
 
-        fit_predictor(self, train_data, valid_data)
+        fit_predictor(self, train_data, valid_data, resume=resume)
         return self
 
     # ---- inference ----------------------------------------------------------------------------
@@ -105,7 +112,21 @@ class Predictor:
 
     def _raw(self, data: DataLike) -> tuple[pd.DataFrame, np.ndarray]:
         df, arrays = self._arrays(data)
-        return df, self.model_.predict_raw(arrays)
+        raw = self.model_.predict_raw(arrays)
+        finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
+        if not finite.all():  # the runtime's rule: never answer NaN or infinity
+            from waypost.runtime.bundle import NonFiniteOutput
+
+            raise NonFiniteOutput(np.flatnonzero(~finite))
+        return df, raw
+
+    @property
+    def input_issues_(self) -> dict[str, dict[str, int]]:
+        """The last predict's input warnings: {"unseen": {column: n}, "clipped": {column: n}}, only
+        non-zero counts (values outside a category's vocabulary / the training range)."""
+        self._check_fitted()
+        tabular = getattr(self.preprocessor_, "tabular", self.preprocessor_)
+        return tabular.input_issues_ if tabular is not None else {}
 
     def predict(self, data: DataLike) -> np.ndarray:
         """Class labels (in the target's own values) or regression values."""

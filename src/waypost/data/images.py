@@ -67,7 +67,8 @@ def load_images(
             out[len(kept)] = to_array(load_image(value, row=label, column=column), (out_h, out_w), channels, resize)
         except DataError as exc:
             if on_bad_image == "error":
-                raise DataError(f"{exc} (set on_bad_image: skip to skip bad images)") from None
+                raise DataError(f"{exc} (to skip bad images: `data.on_bad_image: skip` when training, "
+                                "`--on-bad-image skip` when predicting)") from None
             skipped.append({"row": label, "position": pos, "path": _describe_value(value), "reason": str(exc)})
             continue
         kept.append(pos)

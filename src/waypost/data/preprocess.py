@@ -20,7 +20,8 @@ import pandas as pd
 
 from waypost.data.types import TABULAR_TYPES
 from waypost.errors import DataError, NotFittedError
-from waypost.runtime.features import canonical
+from waypost.data.convert import _column_name, _factorize, _to_datetime, _to_float, canonical_string
+from waypost.runtime.features import clip_bounds
 
 _NS_PER_DAY = 86_400 * 10**9
 _NS_PER_YEAR = 365.2425 * _NS_PER_DAY
@@ -31,77 +32,6 @@ __all__ = [
 ]
 
 
-def canonical_string(value: Any) -> str:
-    """One string per category value, so 1, 1.0 and np.int64(1) are the same category.
-
-    pandas reads an int column with a missing value as float; without this, a category seen as
-    "1" in training would be unseen as "1.0" in a prediction chunk. The deployment runtime's
-    `canonical` is the same function, so training and serving cannot drift apart.
-    """
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    key = canonical(value)
-    return "nan" if key is None else key
-
-
-def _factorize(series: pd.Series, name: str) -> tuple[np.ndarray, list[str]]:
-    """Codes per row (-1 = missing) and the canonical string of each distinct value."""
-    try:
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    except TypeError as exc:
-        raise DataError(f"column {name!r} holds unhashable values ({exc}); expected scalar categories") from None
-    return codes, [canonical_string(u) for u in np.asarray(uniques, dtype=object)]
-
-
-def _column_name(name: str | None, series: pd.Series) -> str:
-    return str(name if name is not None else series.name)
-
-
-def _to_float(series: pd.Series, name: str) -> np.ndarray:
-    """float64 with NaN for missing and +-inf; non-numeric strings are an error, not a silent NaN."""
-    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
-        arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        values = series.mask(series.astype(str).str.strip().eq("") & series.notna())
-        coerced = pd.to_numeric(values, errors="coerce")
-        bad = coerced.isna() & values.notna()
-        if bad.any():
-            example = values[bad].iloc[0]
-            raise DataError(
-                f"column {name!r} expected numbers but has non-numeric values like {example!r} "
-                f"({int(bad.sum())} such rows)"
-            )
-        arr = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
-    arr = np.array(arr, dtype=np.float64, copy=True)
-    arr[~np.isfinite(arr)] = np.nan
-    return arr
-
-
-def _to_datetime(series: pd.Series, name: str) -> np.ndarray:
-    """datetime64[ns], UTC-naive, NaT for missing or unparseable. Numbers are Unix seconds."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return series.to_numpy("datetime64[ns]")
-    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        return pd.to_datetime(series, unit="s", errors="coerce").to_numpy("datetime64[ns]")
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    raw = pd.Index(np.asarray(uniques, dtype=object))
-    if len(raw) == 0:
-        return np.full(len(series), np.datetime64("NaT"), dtype="datetime64[ns]")
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-    failed = np.asarray(parsed.isna())
-    if failed.any():  # slow path only for the distinct values that are not ISO 8601
-        retry = pd.to_datetime(raw[failed], errors="coerce", utc=True, format="mixed")
-        parsed = parsed.to_series(index=range(len(raw)))
-        parsed.iloc[np.flatnonzero(failed)] = retry
-        parsed = pd.DatetimeIndex(parsed)
-    values = parsed.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
-    out = np.append(values, np.datetime64("NaT", "ns"))
-    return out[codes]  # code -1 picks the trailing NaT
-
-
 class _Column:
     """Shared plumbing: name, fitted check, the two views, JSON state round trip.
 
@@ -110,10 +40,13 @@ class _Column:
 
     kind: ClassVar[str] = ""
     _learned: ClassVar[tuple[str, ...]] = ()
+    #: learned keys that states written by older versions lack, with the value that reproduces them
+    _optional: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name
         self.last_unseen_count_ = 0
+        self.last_clipped_count_ = 0
 
     def _check_fitted(self) -> str:
         if not hasattr(self, self._learned[0] + "_"):
@@ -167,7 +100,7 @@ class _Column:
         obj = cls(**{k: v for k, v in state.items() if k != "kind" and k not in cls._learned})
         try:
             for key in cls._learned:
-                setattr(obj, key + "_", state[key])
+                setattr(obj, key + "_", state[key] if key in state or key not in cls._optional else cls._optional[key])
         except KeyError as exc:
             raise DataError(f"{cls.kind} preprocessor state for column {state.get('name')!r} lacks {exc}") from None
         obj._restore()
@@ -178,10 +111,18 @@ class _Column:
 
 
 class NumericPreprocessor(_Column):
-    """Median imputation + standardisation, with a missing indicator when training had gaps."""
+    """Median imputation + standardisation, with a missing indicator when training had gaps.
+
+    Values outside the training range by more than `CLIP_MARGIN` of its width are clipped to those
+    bounds (`low`, `high`) before anything else, in both views: a network extrapolates without
+    limit (1e308 would overflow float32 into NaN), while trees split inside the training range, so
+    the clip leaves their answers unchanged. After each `transform`, `last_clipped_count_` holds
+    how many values were clipped.
+    """
 
     kind = "numeric"
-    _learned = ("median", "mean", "std", "add_indicator")
+    _learned = ("median", "mean", "std", "add_indicator", "low", "high")
+    _optional = {"low": None, "high": None}
 
     def fit(self, series: pd.Series) -> NumericPreprocessor:
         self.name = _column_name(self.name, series)
@@ -194,10 +135,16 @@ class NumericPreprocessor(_Column):
         self.mean_ = float(present.mean())
         self.std_ = std if std > 0 and math.isfinite(std) else 1.0
         self.add_indicator_ = bool(present.size < x.size)
+        self.low_, self.high_ = clip_bounds(float(present.min()), float(present.max()))
         return self
 
     def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         x = _to_float(series, self._check_fitted())
+        if self.low_ is not None:
+            outside = (x < self.low_) | (x > self.high_)
+            self.last_clipped_count_ = int(np.count_nonzero(outside))
+            if self.last_clipped_count_:
+                x = np.clip(x, self.low_, self.high_)
         missing = np.isnan(x)
         z = (np.where(missing, self.median_, x) - self.mean_) / self.std_
         mlp = np.column_stack([z, missing] if self.add_indicator_ else [z]).astype(np.float32)
@@ -310,7 +257,8 @@ class DatetimePreprocessor(_Column):
     """
 
     kind = "datetime"
-    _learned = ("median", "year_mean", "year_std", "has_time", "add_indicator")
+    _learned = ("median", "year_mean", "year_std", "has_time", "add_indicator", "year_low", "year_high")
+    _optional = {"year_low": None, "year_high": None}
 
     def fit(self, series: pd.Series) -> DatetimePreprocessor:
         self.name = _column_name(self.name, series)
@@ -325,6 +273,7 @@ class DatetimePreprocessor(_Column):
         self.year_std_ = std if std > 0 else 1.0
         self.has_time_ = bool(np.any(ns % _NS_PER_DAY != 0))
         self.add_indicator_ = bool(ns.size < ts.size)
+        self.year_low_, self.year_high_ = clip_bounds(float(years.min()), float(years.max()))
         return self
 
     def _parts(self) -> list[str]:
@@ -356,7 +305,12 @@ class DatetimePreprocessor(_Column):
             f = self._fields(np.where(missing, np.datetime64(pd.Timestamp(self.median_).as_unit("ns")), ts))
         cycles = {"month": (f["month"] - 1) / 12.0, "dow": f["dow"] / 7.0, "doy": (f["doy"] - 1) / 365.25,
                   "hour": (f["hour"] + f["minute"] / 60.0) / 24.0}
-        cols = [(f["year"] - self.year_mean_) / self.year_std_]
+        year = f["year"]
+        if self.year_low_ is not None:  # the trend feature is clipped like a number (NumericPreprocessor)
+            outside = (year < self.year_low_) | (year > self.year_high_)
+            self.last_clipped_count_ = int(np.count_nonzero(outside & ~missing))
+            year = np.clip(year, self.year_low_, self.year_high_)
+        cols = [(year - self.year_mean_) / self.year_std_]
         for part in self._parts():
             angle = 2.0 * np.pi * cycles[part]
             cols += [np.sin(angle), np.cos(angle)]
@@ -460,6 +414,19 @@ class TabularPreprocessor:
         """Per category/binary column: values outside the training vocabulary in the last transform."""
         self._check_fitted()
         return {str(c.name): c.last_unseen_count_ for c in self.columns_ if isinstance(c, (CategoryPreprocessor, BinaryPreprocessor))}
+
+    @property
+    def clipped_counts_(self) -> dict[str, int]:
+        """Per numeric/datetime column: values clipped to the training range in the last transform."""
+        self._check_fitted()
+        return {str(c.name): c.last_clipped_count_ for c in self.columns_ if isinstance(c, (NumericPreprocessor, DatetimePreprocessor))}
+
+    @property
+    def input_issues_(self) -> dict[str, dict[str, int]]:
+        """The last transform's non-zero counts: {"unseen": {column: n}, "clipped": {column: n}}."""
+        out = {"unseen": {c: n for c, n in self.unseen_counts_.items() if n},
+               "clipped": {c: n for c, n in self.clipped_counts_.items() if n}}
+        return {k: v for k, v in out.items() if v}
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state; `from_state(json.loads(json.dumps(state)))` transforms identically."""

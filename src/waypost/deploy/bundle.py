@@ -138,15 +138,10 @@ def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
-    """Column arrays for the runtime: pandas NA/NaT become None, datetimes stay datetime64."""
-    out = {}
-    for c in columns:
-        s = df[c]
-        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
-            out[c] = s.to_numpy()
-        else:
-            out[c] = s.astype(object).where(s.notna(), None).to_numpy()
-    return out
+    """Column arrays for the runtime (`waypost.runtime.frames.frame_columns`)."""
+    from waypost.runtime.frames import frame_columns
+
+    return frame_columns(df, columns)
 
 
 def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
@@ -223,15 +218,16 @@ def _check(predictor: Any, bundle: Any, expected: np.ndarray, records: list[dict
                           "computes in fp32 behind inserted casts: half the size, not faster (EfficientNet-Lite0 ran "
                           "at 0.6x of fp32 on one). Export with --optimize none or int8 for CPU serving.")
     if optimize != "none":
-        import onnx
-
         from waypost.runtime.bundle import Bundle
 
         ref_dir = tmp.parent / f"{tmp.name}-fp32"
         ref_dir.mkdir()
         try:
-            onnx.save_model(fp32, ref_dir / "model.onnx")
-            (ref_dir / "waypost.json").write_text((tmp / "waypost.json").read_text())
+            blob = fp32.SerializeToString()
+            (ref_dir / "model.onnx").write_bytes(blob)
+            manifest = json.loads((tmp / "waypost.json").read_text())
+            manifest["model"].update(digest="sha256:" + hashlib.sha256(blob).hexdigest(), optimize="none")
+            (ref_dir / "waypost.json").write_text(json.dumps(manifest))
             ref = Bundle(ref_dir)
             report["fp32"] = {"size_bytes": (ref_dir / "model.onnx").stat().st_size, "latency": _latency(ref, records)}
             if data is not None and predictor.target_ in data.columns:

@@ -1,10 +1,11 @@
-"""Post-training optimisation of the bundle's ONNX graph with onnxruntime's own tools.
+"""Post-training optimisation of the bundle's ONNX graph.
 
-- int8 (dynamic): weights of MatMul/Gemm stored as int8, activations quantised per batch at run
-  time. No calibration data needed; the right default for MLP / RNN / Transformer graphs, whose cost
-  is in matrix multiplies. Tree ensembles are left in fp32 (they have no weights to quantise).
+- int8 (dynamic, row-wise): weights of MatMul/Gemm stored as int8 per output channel, activations
+  quantised per row at run time from that row alone (`waypost.deploy.rowwise_int8`), so a row's
+  answer never depends on its batch. No calibration data needed; the right default for MLP / RNN /
+  Transformer graphs, whose cost is in matrix multiplies. Tree ensembles are left in fp32.
 - int8 static (QDQ) with calibration rows: for CNNs, where activations dominate (used by the image
-  work through `quantize_static_qdq`).
+  work through `quantize_static_qdq`); fixed scales, so batch-independent too.
 - fp16: for GPUs. Inputs/outputs stay fp32 and tree ensembles stay fp32 (onnxruntime has no fp16
   kernel for them).
 """
@@ -18,25 +19,6 @@ from pathlib import Path
 from typing import Any
 
 FP16_BLOCK = ["TreeEnsembleRegressor", "TreeEnsembleClassifier", "TreeEnsemble", "Softmax", "Sigmoid"]
-
-
-def quantize_int8_dynamic(model: Any) -> Any:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = Path(tmp) / "in.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "out.onnx"
-        onnx.save_model(model, src)
-        try:  # shape inference + graph optimisation first lets more MatMuls be quantised
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        except Exception:
-            pre = src
-        # per-channel scales: one per output column instead of one per matrix. On a fine-tuned MiniLM
-        # per-tensor int8 cost 1.9 points of accuracy on fortunes, per-channel none (decisions.md)
-        quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"])
-        return onnx.load_model(str(dst))
 
 
 def quantize_static_qdq(model: Any, calibration: Iterable[dict[str, Any]]) -> Any:
@@ -94,7 +76,9 @@ def optimize_model(model: Any, optimize: str) -> Any:
     original, model = model, onnx.ModelProto()
     model.CopyFrom(original)
     if optimize == "int8":
-        return quantize_int8_dynamic(model)
+        from waypost.deploy.rowwise_int8 import quantize_int8_rowwise
+
+        return quantize_int8_rowwise(model)
     if optimize == "fp16":
         return to_fp16(model)
     from waypost.errors import ConfigError

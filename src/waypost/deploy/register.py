@@ -52,6 +52,10 @@ def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
             if alias != "champion" or alias not in existing:
                 tracker.set_alias(name, alias, info["version"])
                 info["alias"] = alias
+    # `mlflow models serve` finds the registry through MLFLOW_TRACKING_URI, not through waypost's own setting
+    target = f"models:/{name}@{info['alias']}" if info.get("alias") else f"models:/{name}/{info['version']}"
+    info["tracking_uri"] = uri
+    info["serve_command"] = f"MLFLOW_TRACKING_URI={uri} mlflow models serve -m {target} --env-manager local"
     # the bundle now knows its registered version; the server reports it with every prediction
     manifest_path = bundle_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text())

@@ -17,6 +17,27 @@ from waypost.errors import ModelFileError, NotFittedError
 from waypost.models.registry import register
 
 FILES = {"lightgbm": "gbm.lightgbm.txt", "xgboost": "gbm.xgboost.json"}
+GBM_META = "gbm.json"
+
+
+#: The GBM validation curve is logged with at most this many points (one MLflow batch).
+CURVE_POINTS = 1000
+
+
+def log_curve(tracker: Any, history: list[float], best_iteration: int) -> None:
+    """`gbm_val_loss` by boosting round: every round up to CURVE_POINTS rounds, then every k-th
+    round plus the best one. Each point costs the SQLite store a row; 7,000 rounds (a fit cut by
+    time_limit) took ~2 s to write, time the limit has to pay for, for a curve no chart can show."""
+    every = -(-len(history) // CURVE_POINTS)
+    steps = sorted({*range(0, len(history), every), min(best_iteration, len(history)) - 1, len(history) - 1})
+    for step in steps:
+        if step >= 0:
+            tracker.log_metrics({"gbm_val_loss": history[step]}, step=step)
+
+
+def curve_logged(tracker: Any) -> bool:
+    """True when the tracker continues an interrupted run that already holds the GBM curve."""
+    return "gbm_val_loss" in getattr(tracker, "continued_metrics", ())
 
 
 SMALL_TABLE_ROWS = 20_000
@@ -53,18 +74,78 @@ class GBMModel:
     # ---- fit ------------------------------------------------------------------------------
     def fit(self, train: TabularArrays, y_train: np.ndarray, valid: TabularArrays, y_valid: np.ndarray,
             *, tracker: Any = None, verbose: bool = False, time_limit: float | None = None) -> GBMModel:
-        fit = self._fit_lightgbm if self.library == "lightgbm" else self._fit_xgboost
+        """Boost with early stopping on the validation rows.
+
+        Inside a fit pipeline (`waypost.train.session`) boosting also stops on SIGINT/SIGTERM and
+        before the session's deadline, and a finished booster is checkpointed (native format) so a
+        resumed fit reuses it. `time_limit` (seconds from now) bounds boosting outside a pipeline.
+        """
+        import time
+
+        from waypost.train.gbm_callbacks import RoundClock
+        from waypost.train.session import current_session
+
+        session = current_session()
+        slot = session.slot if session is not None else None
         self.eval_history_: list[float] = []
-        fit(train.gbm, y_train, valid.gbm, y_valid)
-        if tracker is not None and self.eval_history_:
-            # One batch for the whole curve: a metric per boosting round, written at once.
-            for i in range(0, len(self.eval_history_), 50):
-                for step, v in enumerate(self.eval_history_[i:i + 50], start=i):
-                    tracker.log_metrics({"gbm_val_loss": v}, step=step)
+        self.time_note_: str | None = None
+        self.restored_ = slot is not None and slot.has(GBM_META)
+        if self.restored_:
+            self._restore(slot)
+        else:
+            deadlines = [d for d in (session.deadline_for(0) if session else None,
+                                     time.perf_counter() + time_limit if time_limit else None) if d is not None]
+            # each round's trees are serialised again after boosting: by LightGBM's sklearn wrapper (a
+            # text round trip; XGBoost: slicing to the best round), the checkpoint, every model save and
+            # MLflow's copy (gbm_callbacks explains why the time limit must count that)
+            in_fit = 1.2 + (1.0 if slot is not None else 0.0)
+            commit = (session.saves + (1.0 if session.tracked else 0.0)) if session is not None else 1.0
+            clock = RoundClock(min(deadlines) if deadlines else None, self.gbm.n_estimators, in_fit + commit)
+            fit = self._fit_lightgbm if self.library == "lightgbm" else self._fit_xgboost
+            fit(train.gbm, y_train, valid.gbm, y_valid, clock)
+            self.time_note_ = clock.describe()
+            if slot is not None:
+                self._checkpoint(slot)
+            if session is not None:  # what saving and logging these trees will cost after training
+                session.extra_reserve += clock.post_seconds(len(clock.times), commit)
+        if tracker is not None and self.eval_history_ and not (self.restored_ and curve_logged(tracker)):
+            log_curve(tracker, self.eval_history_, self.best_iteration_)
         return self
 
-    def _fit_lightgbm(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray) -> None:
+    # ---- checkpoint (a finished booster; see docs/decisions.md "Checkpoints" for why not per round)
+    def _checkpoint(self, slot: Any) -> None:
+        from waypost.train import interrupt
+
+        if self.library == "lightgbm":
+            data: bytes | str = self.booster_.model_to_string(num_iteration=-1)  # every tree, as in memory
+        else:
+            data = bytes(self.booster_.save_raw("json"))
+        with interrupt.critical():
+            slot.write(FILES[self.library], data)
+            slot.write_json(GBM_META, {"best_iteration": self.best_iteration_, "eval_history": self.eval_history_,
+                                       "time_note": self.time_note_})  # last: its presence means "finished"
+            slot.progress(finished=True)
+
+    def _restore(self, slot: Any) -> None:
+        meta = slot.read_json(GBM_META)
+        path = slot.dir / FILES[self.library]
+        if self.library == "lightgbm":
+            import lightgbm as lgb
+
+            self.booster_ = lgb.Booster(model_str=path.read_text())
+        else:
+            import xgboost as xgb
+
+            self.booster_ = xgb.Booster()
+            self.booster_.load_model(bytearray(path.read_bytes()))
+        self.best_iteration_ = int(meta["best_iteration"])
+        self.eval_history_ = [float(v) for v in meta["eval_history"]]
+        self.time_note_ = meta.get("time_note")
+
+    def _fit_lightgbm(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, clock: Any) -> None:
         import lightgbm as lgb
+
+        from waypost.train.gbm_callbacks import lightgbm_callback
 
         cfg = self.gbm
         params = dict(
@@ -82,14 +163,17 @@ class GBMModel:
                  else {"eval_set": [(Xv, yv)]})
         est.fit(
             X, y, **evals, feature_name=self._names(X), categorical_feature=self.categorical or "auto",
-            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(record)],
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), lgb.record_evaluation(record),
+                       lightgbm_callback(clock)],
         )
         self.booster_ = est.booster_
         self.best_iteration_ = int(est.best_iteration_ or est.n_estimators)
         self.eval_history_ = list(next(iter(next(iter(record.values()), {}).values()), []))
 
-    def _fit_xgboost(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray) -> None:
+    def _fit_xgboost(self, X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, clock: Any) -> None:
         import xgboost as xgb
+
+        from waypost.train.gbm_callbacks import xgboost_callback
 
         cfg = self.gbm
         params = dict(
@@ -97,7 +181,7 @@ class GBMModel:
             max_depth=cfg.max_depth if cfg.max_depth > 0 else 6, subsample=0.8, colsample_bytree=0.8,
             tree_method="hist", enable_categorical=True, feature_types=self._feature_types(X.shape[1]),
             early_stopping_rounds=cfg.early_stopping_rounds, random_state=self.seed,
-            max_cat_to_onehot=1, n_jobs=n_jobs(cfg, len(y)),
+            max_cat_to_onehot=1, n_jobs=n_jobs(cfg, len(y)), callbacks=[xgboost_callback(clock)],
         )
         est = xgb.XGBRegressor(**params) if self.task == "regression" else xgb.XGBClassifier(**params)
         est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)

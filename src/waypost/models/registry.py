@@ -95,9 +95,13 @@ def choose_architecture(feature_types: set[str], requested: str = "auto") -> Dec
                 f"install them (pip install 'waypost[tabular]') or choose another architecture"
             )
         return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
-    unsupported = feature_types - TABULAR_TYPES
+    covered = set().union(*(a.data_types for a in _REGISTRY.values()))
+    unsupported = feature_types - covered
     if unsupported:
         raise ConfigError(f"no architecture is registered yet for column types {sorted(unsupported)}")
+    if feature_types - TABULAR_TYPES:  # an image or text column: its encoder is chosen by planning.resolve_job
+        raise ConfigError(f"choose_architecture picks tabular models; {sorted(feature_types - TABULAR_TYPES)} "
+                          "columns get their encoder from waypost.planning.resolve_job")
     candidates = [
         a for a in list_architectures() if feature_types <= a.data_types and "default" in a.tags
     ]

@@ -17,8 +17,8 @@ from waypost.config import MLPConfig, TrainingConfig
 from waypost.data.preprocess import TabularArrays
 from waypost.errors import ModelFileError, NotFittedError
 from waypost.models.registry import register
+from waypost.models.inference import predict_network
 from waypost.train.batches import TensorBatches, auto_batch_size, balanced_sample_weights
-from waypost.train.engine import FitResult, fit_network, predict_network
 from waypost.train.losses import choose_loss
 
 
@@ -75,8 +75,8 @@ def fit_tabular_net(
     *, task: str, loss_fn: nn.Module, cfg: TrainingConfig, batch_size: int,
     sample_weights: np.ndarray | None = None, tracker: Any = None, verbose: bool = False,
     time_limit: float | None = None, description: str = "MLP",
-) -> FitResult:
-    """Train `net` (new or already fitted) on tabular arrays with the engine.
+) -> Any:
+    """Train `net` (new or already fitted) on tabular arrays with the engine (a `FitResult`).
 
     `y_train` may be anything `loss_fn` understands (class codes, or a teacher's soft labels packed
     as floats for distillation); `y_valid` stays the true labels, so early stopping and the
@@ -86,6 +86,8 @@ def fit_tabular_net(
     train_batches = TensorBatches((*_tensors(train), y_train), batch_size, shuffle=True,
                                   sample_weights=sample_weights, seed=cfg.seed, drop_last=True)
     valid_batches = TensorBatches((*_tensors(valid), y_valid), 4096)
+    from waypost.train.engine import fit_network  # the training stack, only when training
+
     return fit_network(net, train_batches, valid_batches, task=task, loss_fn=loss_fn, cfg=cfg,
                        tracker=tracker, verbose=verbose, time_limit=time_limit, description=description)
 
@@ -123,7 +125,7 @@ class MLPModel:
         yt, yv = torch.as_tensor(y_train, dtype=y_dtype), torch.as_tensor(y_valid, dtype=y_dtype)
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(len(yt))
         weights = balanced_sample_weights(y_train) if sampling == "oversample" else None
-        self.fit_: FitResult = fit_tabular_net(
+        self.fit_ = fit_tabular_net(
             self.net_, train, yt, valid, yv, task=self.task, loss_fn=loss_fn, cfg=cfg,
             batch_size=self.batch_size_, sample_weights=weights, tracker=tracker, verbose=verbose,
             time_limit=time_limit,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from waypost.errors import DataError, ModelFileError
-from waypost.runtime.features import TabularTransform
+from waypost.runtime.features import ISSUES, TabularTransform
 
 MANIFEST = "waypost.json"
 FORMAT = "waypost.bundle"
@@ -33,21 +33,28 @@ class Bundle:
 
     def __init__(self, path: str | os.PathLike, *, providers: list[str] | None = None,
                  intra_op_threads: int | None = None) -> None:
+        """Loads and verifies (`waypost.runtime.verify`): the manifest's structure, the graph's
+        sha256 against the manifest, its inputs and outputs, and one self-test prediction. Any
+        failure is a ModelFileError naming the file and what is wrong."""
         import onnxruntime as ort
+
+        from waypost.runtime import verify
 
         self.path = Path(path)
         self.manifest = manifest = read_bundle_manifest(self.path)
+        where = str(self.path / MANIFEST)
+        verify.check_manifest(manifest, where)
         model_file = self.path / manifest["model"]["file"]
-        if not model_file.is_file():
-            raise ModelFileError(f"model file missing: {model_file}")
+        blob = verify.read_verified(model_file, manifest["model"]["digest"])
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         try:
-            self.session = ort.InferenceSession(str(model_file), options, providers=providers or _providers(ort))
+            self.session = ort.InferenceSession(blob, options, providers=providers or _providers(ort))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelFileError(f"{model_file}: onnxruntime cannot load it ({exc})") from None
+        verify.check_graph(self.session, manifest, where)
         self._inputs = [i.name for i in self.session.get_inputs()]
         self.task: str = manifest["task"]
         self.target: str = manifest["target"]
@@ -56,14 +63,31 @@ class Bundle:
         self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
         self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
         self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
-        self._transform = input_transform(manifest["preprocessor"])
+        try:
+            self._transform = input_transform(manifest["preprocessor"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}: the preprocessor state cannot be used ({exc!r})") from None
         if self.classes is not None:
             kinds = {type(c) for c in self.classes}
             dtype: Any = np.int64 if kinds == {int} else bool if kinds == {bool} else object
             self._labels = np.asarray(self.classes, dtype=dtype)
+        verify.self_test(self)
+
+    def example_record(self) -> dict[str, Any]:
+        """A row built from the fitted state (medians, most frequent categories): for docs and probes."""
+        from waypost.runtime.verify import example_record
+
+        return example_record(self.manifest)
 
     # ---- input ---------------------------------------------------------------------------
     def _columns(self, data: Any) -> tuple[dict[str, Any], int]:
+        if _is_frame(data):  # a pandas DataFrame, without importing pandas here
+            missing = [c for c in self.features if c not in data.columns]
+            if missing:
+                raise DataError(f"missing columns: {missing}")
+            from waypost.runtime.frames import frame_columns
+
+            data = frame_columns(data, list(self.features))
         if isinstance(data, dict):
             missing = [c for c in self.features if c not in data]
             if missing:
@@ -89,21 +113,39 @@ class Bundle:
         return cols, n
 
     # ---- inference -----------------------------------------------------------------------
+    def _views(self, data: Any) -> dict[str, Any]:
+        cols, n = self._columns(data)
+        return self._transform(cols, n)
+
     def feeds(self, data: Any) -> dict[str, np.ndarray]:
         """The graph's inputs for `data`: the preprocessing alone, what bare onnxruntime is fed."""
-        cols, n = self._columns(data)
-        views = self._transform(cols, n)
+        views = self._views(data)
         return {name: views[name] for name in self._inputs}
 
-    def raw(self, data: Any) -> np.ndarray:
-        """The graph's output: class probabilities, or the standardised regression value (n, 1)."""
-        return self.session.run(None, self.feeds(data))[0]
+    def _run(self, views: dict[str, Any]) -> np.ndarray:
+        raw = self.session.run(None, {name: views[name] for name in self._inputs})[0]
+        finite = np.isfinite(raw).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            raise NonFiniteOutput(rows)
+        return raw
 
-    def infer(self, data: Any) -> dict[str, np.ndarray | None]:
-        raw = self.raw(data)
+    def raw(self, data: Any) -> np.ndarray:
+        """The graph's output: class probabilities, or the standardised regression value (n, 1).
+        Never NaN or infinite: such a row raises `NonFiniteOutput` (a DataError) naming it."""
+        return self._run(self._views(data))
+
+    def infer(self, data: Any) -> dict[str, Any]:
+        """{"prediction", "proba" (None for regression), "issues"}: `issues` maps "unseen" (values
+        outside a category's training vocabulary) and "clipped" (numbers outside the training range)
+        to {column: bool mask over the rows}, only for columns with at least one."""
+        views = self._views(data)
+        raw = self._run(views)
+        issues = views.get(ISSUES, {})
         if self.task == "regression":
-            return {"prediction": raw[:, 0].astype(np.float64) * self._std + self._mean, "proba": None}
-        return {"prediction": self._labels[raw.argmax(1)], "proba": raw}
+            return {"prediction": raw[:, 0].astype(np.float64) * self._std + self._mean, "proba": None,
+                    "issues": issues}
+        return {"prediction": self._labels[raw.argmax(1)], "proba": raw, "issues": issues}
 
     def predict(self, data: Any) -> np.ndarray:
         return self.infer(data)["prediction"]  # type: ignore[return-value]
@@ -115,6 +157,20 @@ class Bundle:
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, task={self.task!r}, version={self.version!r})"
+
+
+class NonFiniteOutput(DataError):
+    """The graph answered NaN or infinity for some rows: never sent as an answer."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = [int(r) for r in rows]
+        shown = ", ".join(str(r) for r in self.rows[:10]) + (" ..." if len(self.rows) > 10 else "")
+        super().__init__(f"row {self.rows[0]}: the model's output is not a finite number (rows {shown}); "
+                         "check the values of these rows")
+
+
+def _is_frame(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "columns") and hasattr(data, "to_numpy")
 
 
 def input_transform(state: dict[str, Any]) -> Any:

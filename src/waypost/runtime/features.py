@@ -18,6 +18,19 @@ from waypost.errors import DataError
 _NS_PER_DAY = 86_400 * 10**9
 _NS_PER_YEAR = 365.2425 * _NS_PER_DAY
 
+#: How far past the training range a number may go before it is clipped, as a share of the range's
+#: width: mild extrapolation (next year's prices) passes, 1e6 grams of penguin does not.
+CLIP_MARGIN = 0.25
+#: The key under which a transform returns its per-row input issues beside the graph's inputs:
+#: {"unseen" | "clipped": {column: bool mask over the rows}}, only columns with at least one.
+ISSUES = "__issues__"
+
+
+def clip_bounds(low: float, high: float) -> tuple[float, float]:
+    """The clip range learned from a column's training (min, max): widened by `CLIP_MARGIN` of its width."""
+    margin = CLIP_MARGIN * (high - low)
+    return low - margin, high + margin
+
 
 def _is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
@@ -37,6 +50,23 @@ def canonical(v: Any) -> str | None:
     return str(v)
 
 
+def binary_choices(values: list[str]) -> list[Any]:
+    """A binary column's two canonical training values in the JSON type a client sends them in:
+    "True"/"False" -> booleans, two numbers -> numbers ("1" -> 1, "0.5" -> 0.5), else the strings."""
+    if sorted(values) == ["False", "True"]:
+        return [v == "True" for v in values]
+    numbers: list[Any] = []
+    for v in values:
+        try:
+            f = float(v)
+        except ValueError:
+            return list(values)
+        if not math.isfinite(f):
+            return list(values)
+        numbers.append(int(f) if f.is_integer() and v.lstrip("-").isdigit() else f)
+    return numbers
+
+
 def to_float(values: Any, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf":
@@ -46,8 +76,8 @@ def to_float(values: Any, name: str) -> np.ndarray:
             x = np.asarray([np.nan if (v is None or (isinstance(v, str) and not v.strip())) else v
                             for v in arr.tolist()], dtype=np.float64)
         except (TypeError, ValueError):
-            bad = next(v for v in arr.tolist() if not _parses_as_float(v))
-            raise DataError(f"column {name!r} expected numbers but got {bad!r}") from None
+            row, bad = next((i, v) for i, v in enumerate(arr.tolist()) if not _parses_as_float(v))
+            raise DataError(f"row {row}: column {name!r} expected a number, got {bad!r:.80}") from None
     x = np.array(x, dtype=np.float64, copy=True).reshape(-1)
     x[~np.isfinite(x)] = np.nan
     return x
@@ -142,7 +172,13 @@ def _fields(ts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class ColumnTransform:
-    """One column's transform from its fitted state: returns (mlp view, gbm view)."""
+    """One column's transform from its fitted state: returns (mlp view, gbm view, issue masks).
+
+    Issue masks flag the rows of this column that the fitted state could not take as they were:
+    `unseen` (a category or binary value outside the training vocabulary: the unknown bucket /
+    missing) and `clipped` (a number or date outside the training range, clipped to its bounds;
+    see `clip_bounds`). States written before clipping existed have no bounds and clip nothing.
+    """
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
@@ -157,32 +193,41 @@ class ColumnTransform:
         elif self.kind != "numeric":
             raise DataError(f"bundle column {self.name!r} has unsupported kind {self.kind!r}")
 
-    def __call__(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         return getattr(self, f"_{self.kind}")(values)
 
-    def _numeric(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _numeric(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = self.state
         x = to_float(values, self.name)
+        issues = {}
+        if s.get("low") is not None:
+            outside = (x < s["low"]) | (x > s["high"])
+            if outside.any():
+                issues["clipped"] = outside
+                x = np.clip(x, s["low"], s["high"])
         missing = np.isnan(x)
         z = (np.where(missing, s["median"], x) - s["mean"]) / s["std"]
         mlp = np.column_stack([z, missing] if s["add_indicator"] else [z]).astype(np.float32)
-        return mlp, x.astype(np.float32)[:, None]
+        return mlp, x.astype(np.float32)[:, None], issues
 
-    def _category(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
-        codes, _ = _codes(values, self.index, 0)
+    def _category(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        codes, missing = _codes(values, self.index, 0)
         gbm = codes.astype(np.float32) - 1.0
         gbm[gbm < 0] = float(len(self.index))
-        return codes[:, None], gbm[:, None]
+        unseen = (codes == 0) & ~missing
+        return codes[:, None], gbm[:, None], {"unseen": unseen} if unseen.any() else {}
 
-    def _binary(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
-        codes, _ = _codes(values, self.index, -1)
+    def _binary(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        codes, was_missing = _codes(values, self.index, -1)
         x = codes.astype(np.float64)
         x[codes < 0] = np.nan
         missing = np.isnan(x)
         cols = [np.where(missing, 0.5, x)] + ([missing] if self.state["add_indicator"] else [])
-        return np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None]
+        unseen = missing & ~was_missing
+        return (np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None],
+                {"unseen": unseen} if unseen.any() else {})
 
-    def _datetime(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _datetime(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = self.state
         ts = to_datetime(values, self.name)
         missing = np.isnat(ts)
@@ -195,13 +240,19 @@ class ColumnTransform:
             f = _fields(np.where(missing, self.median, ts))
         cycles = {"month": (f["month"] - 1) / 12.0, "dow": f["dow"] / 7.0, "doy": (f["doy"] - 1) / 365.25,
                   "hour": (f["hour"] + f["minute"] / 60.0) / 24.0}
-        cols = [(f["year"] - s["year_mean"]) / s["year_std"]]
+        year, issues = f["year"], {}
+        if s.get("year_low") is not None:
+            outside = ((year < s["year_low"]) | (year > s["year_high"])) & ~missing
+            if outside.any():
+                issues["clipped"] = outside
+            year = np.clip(year, s["year_low"], s["year_high"])
+        cols = [(year - s["year_mean"]) / s["year_std"]]
         for part in parts:
             angle = 2.0 * np.pi * cycles[part]
             cols += [np.sin(angle), np.cos(angle)]
         if s["add_indicator"]:
             cols.append(missing)
-        return np.column_stack(cols).astype(np.float32), gbm
+        return np.column_stack(cols).astype(np.float32), gbm, issues
 
 
 class TabularTransform:
@@ -212,13 +263,17 @@ class TabularTransform:
             raise DataError(f"bundle preprocessor has kind {state.get('kind')!r}; expected 'tabular'")
         self.columns = [ColumnTransform(c) for c in state["columns"]]
 
-    def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    def __call__(self, columns: dict[str, Any], n: int) -> dict[str, Any]:
         numeric, categorical, gbm = [], [], []
+        issues: dict[str, dict[str, np.ndarray]] = {}
         for col in self.columns:
-            mlp_view, gbm_view = col(columns[col.name])
+            mlp_view, gbm_view, flags = col(columns[col.name])
             (categorical if col.kind == "category" else numeric).append(mlp_view)
             gbm.append(gbm_view)
+            for issue, mask in flags.items():
+                issues.setdefault(issue, {})[col.name] = mask
         return {
+            ISSUES: issues,
             "numeric": np.hstack(numeric).astype(np.float32, copy=False) if numeric else np.zeros((n, 0), np.float32),
             "categorical": np.hstack(categorical).astype(np.int64, copy=False) if categorical else np.zeros((n, 0), np.int64),
             "gbm": np.hstack(gbm).astype(np.float32, copy=False) if gbm else np.zeros((n, 0), np.float32),

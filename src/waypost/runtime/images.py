@@ -31,12 +31,21 @@ The recipe for one cell (`load_image` then `to_array`):
    (mean/std) is the model's business, not the data layer's.
 
 `size` is always (height, width), the order of the output array, never Pillow's (width, height).
+
+Decompression bombs: a PNG of zeros compresses about 1000:1, so a 27 KB file can declare 13000 x 13000
+pixels and cost 169 MB (over 300 MB of peak memory) to decode. Pillow only warns below twice its own
+`Image.MAX_IMAGE_PIXELS`. `ImageTransform` (what bundles, `waypost predict` and `waypost serve` run)
+therefore reads each image's header first and refuses more than `max_pixels` pixels with a DataError
+naming the row and the file, before a pixel is decoded: `max_image_pixels()`, i.e.
+$WAYPOST_MAX_IMAGE_PIXELS or `DEFAULT_MAX_IMAGE_PIXELS`. Training (`load_image` without
+`max_pixels`) keeps reading whatever the user's own files hold.
 """
 from __future__ import annotations
 
 import io
 import math
 import os
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -61,7 +70,42 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 
-__all__ = ["RESIZE_MODES", "ImageTransform", "load_image", "resize_box", "sniff_image_bytes", "to_array"]
+#: Pixels (width x height) an image may declare at predict time: Pillow's own bomb threshold, which
+#: Pillow only warns about; here it is refused. 89.5 MP: every camera photo short of 100+ MP sensors.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "WAYPOST_MAX_IMAGE_PIXELS"
+
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "RESIZE_MODES", "ImageTransform", "image_size", "load_image",
+           "max_image_pixels", "resize_box", "sniff_image_bytes", "to_array"]
+
+
+def max_image_pixels() -> int | None:
+    """The predict-time pixel limit: $WAYPOST_MAX_IMAGE_PIXELS (0 = none) or the default."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer (pixels; 0 turns the limit off)") from None
+    return value if value > 0 else None
+
+
+def image_size(blob: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header, decoding no pixel; None when Pillow cannot read the
+    header (the decoder then reports the file as corrupt)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(blob)) as img:
+                return img.size
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, checked on open: the size is in the text
+        dims = re.search(r"\((\d+) pixels\)", str(exc))
+        return (int(dims.group(1)), 1) if dims else (2**31, 1)
+    except Exception:  # noqa: BLE001 - unreadable headers are the decoder's to report
+        return None
 
 
 def sniff_image_bytes(blob: bytes | bytearray | memoryview) -> str | None:
@@ -137,16 +181,25 @@ def _array_to_image(arr: np.ndarray, where: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode=mode)
 
 
-def _decode(source: Any, where: str, label: str) -> Image.Image:
-    """Open and fully decode, so truncated files fail here rather than later inside a batch."""
+def _decode(source: Any, where: str, label: str, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode, so truncated files fail here rather than later inside a batch; with
+    `max_pixels`, the declared size is checked before decoding."""
     try:
         with Image.open(source) as img:
+            if max_pixels and img.width * img.height > max_pixels:
+                raise DataError(
+                    f"{where}{label} is {img.width}x{img.height} = {img.width * img.height:,} pixels, more than the "
+                    f"limit of {max_pixels:,} (refused before decoding: a decompression bomb or an image far larger "
+                    f"than the model's input; ${MAX_PIXELS_ENV} sets the limit)"
+                )
             img.seek(0)
             img.load()
             out = ImageOps.exif_transpose(img)
             if out is img:
                 out = img.copy()
             return out
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{where}image file not found: {label}") from None
     except IsADirectoryError:
@@ -159,12 +212,14 @@ def _decode(source: Any, where: str, label: str) -> Image.Image:
         raise DataError(f"{where}{label} is corrupt or truncated: {exc}") from None
 
 
-def load_image(value: object, *, row: object | None = None, column: str | None = None) -> Image.Image:
+def load_image(value: object, *, row: object | None = None, column: str | None = None,
+               max_pixels: int | None = None) -> Image.Image:
     """Decode one cell into a Pillow image (original mode, EXIF rotation applied).
 
     `row` and `column` only feed error messages: a user with 50,000 images must learn which cell
     is broken. Accepts a path (str / PathLike), raw bytes (never used as a path), a numpy array,
-    or a Pillow image (returned as is, after EXIF rotation).
+    or a Pillow image (returned as is, after EXIF rotation). `max_pixels` refuses a file or bytes
+    declaring more pixels, from the header alone (None: no limit beyond Pillow's own).
     """
     where = _where(row, column)
     if _is_missing(value):
@@ -179,7 +234,7 @@ def load_image(value: object, *, row: object | None = None, column: str | None =
                 f"{where}{label} do not start with PNG, JPEG, GIF, BMP, WEBP or TIFF magic bytes; "
                 "bytes are decoded as an image, never read as a file path"
             )
-        return _decode(io.BytesIO(blob), where, label)
+        return _decode(io.BytesIO(blob), where, label, max_pixels)
     if isinstance(value, (str, os.PathLike)):
         path = os.fspath(value)
         if isinstance(path, bytes):
@@ -187,7 +242,7 @@ def load_image(value: object, *, row: object | None = None, column: str | None =
         path = os.path.expanduser(path.strip())
         if not path:
             raise DataError(f"{where}missing image (empty path)")
-        return _decode(path, where, path)
+        return _decode(path, where, path, max_pixels)
     if isinstance(value, np.ndarray):
         return _array_to_image(value, where)
     raise DataError(
@@ -265,9 +320,13 @@ def to_array(
 
 class ImageTransform:
     """A bundle's image column -> the graph's `image` input: decode, resize/crop (the recipe above),
-    scale to [0, 1] and standardise with the training mean/std. Errors name the row."""
+    scale to [0, 1] and standardise with the training mean/std. Errors name the row.
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    `max_pixels` bounds what one image may declare (see the module docstring; 0: no limit); None
+    reads `max_image_pixels()` when the transform is built."""
+
+    def __init__(self, state: dict[str, Any], max_pixels: int | None = None) -> None:
+        self.max_pixels = (max_pixels or None) if max_pixels is not None else max_image_pixels()
         image = state["image"]
         self.column = state["column"]
         self.size = (int(image["size"][0]), int(image["size"][1]))
@@ -278,6 +337,7 @@ class ImageTransform:
 
     def __call__(self, columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
         cells = columns[self.column]
-        batch = np.stack([to_array(load_image(v, row=i, column=self.column), self.size, self.channels, self.resize)
+        batch = np.stack([to_array(load_image(v, row=i, column=self.column, max_pixels=self.max_pixels),
+                                   self.size, self.channels, self.resize)
                           for i, v in enumerate(cells)])
         return {"image": ((batch.astype(np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)}

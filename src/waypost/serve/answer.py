@@ -7,20 +7,22 @@ refuses, a 500 that hides the details, and the log row of every prediction are t
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from typing import Any
 
 from waypost.errors import DataError
-from waypost.serve.batcher import BatchResult, Overloaded
+from waypost.serve.batcher import REQUEST_ARRIVAL, BatchResult, Overloaded
 from waypost.serve.schema import RequestError, image_digest
 
 log = logging.getLogger("waypost.serve")
 
 Payload = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode  # built once, not per call
+# built once, not per call; allow_nan=False: a NaN can never leave as the bare `NaN` that is not JSON
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False).encode
 
 
 def payload(code: int, content: Any, extra: tuple = ()) -> Payload:
@@ -34,15 +36,25 @@ def error_payload(code: int, message: str, detail: Any = None, extra: tuple = ()
 
 
 def finite(values: list[Any]) -> list[Any]:
-    """NaN/inf are not JSON: null."""
+    """NaN/inf are not JSON: null. (The runtime never answers them; a label can be a float NaN only
+    if the training labels held one.)"""
     return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+
+def add_warnings(st: Any, content: dict[str, Any], result: BatchResult) -> None:
+    """The request's input warnings into the answer (only when there are some) and /metrics."""
+    if result.issues:
+        content["input_warnings"] = result.issues
+        st.metrics.count_issues(result.issues)
 
 
 async def infer(st: Any, columns: dict[str, Any], n: int, loc: list[Any]) -> BatchResult | Payload:
     """The batcher's result, or the error payload to answer instead (never raises). ``loc`` is the
-    body location a DataError from the model is reported at."""
+    body location a DataError from the model is reported at. The deadline (``timeout_ms``) counts
+    from ``REQUEST_ARRIVAL``, set by the server's middleware when the request came in, so reading and
+    validating the body count too."""
     try:
-        return await st.batcher.submit(columns, n)
+        return await st.batcher.submit(columns, n, REQUEST_ARRIVAL.get())
     except Overloaded as exc:
         return error_payload(503, str(exc), extra=((b"retry-after", str(exc.retry_after).encode()),))
     except DataError as exc:
@@ -52,17 +64,43 @@ async def infer(st: Any, columns: dict[str, Any], n: int, loc: list[Any]) -> Bat
         return error_payload(500, f"internal error: {type(exc).__name__}")
 
 
-def log_request(st: Any, columns: dict[str, Any], result: BatchResult) -> None:
+async def log_request(st: Any, columns: dict[str, Any], result: BatchResult) -> Payload | None:
     """Append one request's rows to the prediction log (columnar: no per-row work on this thread
-    beyond hashing images, which the log keeps as digests rather than bytes)."""
-    if st.predlog is None:
-        return
+    beyond hashing images, which the log keeps as digests rather than bytes).
+
+    With ``durability="answered"`` this returns only once the rows are committed, and returns the
+    503 to answer instead of the prediction when they could not be (a 200 is always in the log);
+    ``async`` returns at once and counts rows the log had to drop."""
+    log = st.predlog
+    if log is None:
+        return None
     images = st.schema.image_columns
     inputs = {c: [image_digest(b) if isinstance(b, bytes) else None for b in v] if c in images else v
               for c, v in columns.items()}
     proba = result.proba if st.class_keys is not None else None
-    if st.predlog.log_columns(st.version, inputs, result.prediction, proba, st.class_keys, result.latency_ms) == 0:
-        st.metrics.log_dropped.inc(len(result.prediction))
+    if log.durability != "answered":
+        if log.log_columns(st.version, inputs, result.prediction, proba, st.class_keys, result.latency_ms) == 0:
+            st.metrics.log_dropped.inc(len(result.prediction))
+        return None
+    loop = asyncio.get_running_loop()
+    committed = loop.create_future()
+
+    def on_commit(error: BaseException | None) -> None:  # the writer thread
+        loop.call_soon_threadsafe(_settle, committed, error)
+
+    queued = log.log_columns(st.version, inputs, result.prediction, proba, st.class_keys, result.latency_ms,
+                             on_commit=on_commit)
+    error = await committed if queued else (log.error or RuntimeError("the log is full"))
+    if error is None:
+        return None
+    st.metrics.log_dropped.inc(len(result.prediction))
+    log_error = f"prediction log unavailable ({error}); the prediction was not answered because it could not be logged"
+    return error_payload(503, log_error, extra=((b"retry-after", b"1"),))
+
+
+def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)
 
 
 async def predict_body(st: Any, body: bytes, arrival: Any) -> Payload:
@@ -82,5 +120,6 @@ async def predict_body(st: Any, body: bytes, arrival: Any) -> Payload:
         keys = st.class_keys
         content["probabilities"] = [dict(zip(keys, row)) for row in result.proba.tolist()]
     content["model_version"] = st.version
-    log_request(st, columns, result)
-    return payload(200, content)
+    add_warnings(st, content, result)
+    failed = await log_request(st, columns, result)
+    return failed or payload(200, content)

@@ -26,6 +26,10 @@ IMAGE_CHUNK_ROWS = 256  # 256 x 3 x 224 x 224 float32 = 154 MB per chunk
 
 
 class BundleScorer:
+    """Scores chunks with a bundle; `issues` adds up, over every chunk, the input values the model
+    took other than as sent ({"unseen" | "clipped": {column: count}}) and `skipped` lists the bad
+    images skipped under `on_bad_image="skip"`."""
+
     kind = "bundle, onnxruntime"
 
     def __init__(self, path: Path) -> None:
@@ -34,19 +38,41 @@ class BundleScorer:
         self.bundle = rt.load(path)
         self.classes = self.bundle.classes
         self.features: dict[str, str] = dict(self.bundle.features)
+        self.issues: dict[str, dict[str, int]] = {}
+        self.skipped: list[str] = []
 
-    def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, dict[str, dict[str, int]]]:
         from waypost.deploy.bundle import records_from_frame
 
         missing = [c for c in self.bundle.features if c not in chunk.columns]
         if missing:
             raise DataError(f"missing columns at predict time: {missing}")
         out = self.bundle.infer(records_from_frame(chunk, list(self.bundle.features)))
-        return out["prediction"], out["proba"]
+        counts = {issue: {c: int(np.count_nonzero(m)) for c, m in cols.items()} for issue, cols in out["issues"].items()}
+        return out["prediction"], out["proba"], counts
 
     def score(self, chunk: pd.DataFrame, keep: list[str], proba: bool) -> pd.DataFrame:
-        prediction, probs = self._infer(chunk)
+        prediction, probs, issues = self._infer(chunk)
+        for issue, columns in issues.items():
+            totals = self.issues.setdefault(issue, {})
+            for column, count in columns.items():
+                totals[column] = totals.get(column, 0) + count
         return _frame(chunk, keep, prediction, probs if proba else None, self.classes)
+
+    def score_skipping(self, chunk: pd.DataFrame, keep: list[str], proba: bool, image: str) -> pd.DataFrame:
+        """`score`, row by row after a chunk failed: rows whose image cannot be read are left out and
+        remembered in `skipped` (bad images are rare, so the slow path is taken rarely)."""
+        frames = []
+        for i in range(len(chunk)):
+            row = chunk.iloc[i : i + 1]
+            try:
+                frames.append(self.score(row, keep, proba))
+            except DataError as exc:
+                self.skipped.append(f"{row[image].iloc[0]}: {exc}")
+        if not frames:
+            return _frame(chunk.iloc[:0], keep, np.empty(0, dtype=object),
+                          np.empty((0, len(self.classes or []))) if proba else None, self.classes)
+        return pd.concat(frames, ignore_index=True)
 
 
 class PredictorScorer(BundleScorer):
@@ -58,12 +84,28 @@ class PredictorScorer(BundleScorer):
         self.predictor = Predictor.load(path)
         self.classes = None if self.predictor.task_ == "regression" else self.predictor.classes_
         self.features = dict(self.predictor.features_)
+        self.issues, self.skipped = {}, []
 
-    def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, dict[str, dict[str, int]]]:
         if self.predictor.task_ == "regression":
-            return self.predictor.predict(chunk), None
+            return self.predictor.predict(chunk), None, self.predictor.input_issues_
         probs = self.predictor.predict_proba(chunk).to_numpy()
-        return self.predictor.target_encoder_.inverse_transform(probs.argmax(1)), probs
+        return (self.predictor.target_encoder_.inverse_transform(probs.argmax(1)), probs,
+                self.predictor.input_issues_)
+
+
+def issues_summary(issues: dict[str, dict[str, int]]) -> str:
+    """One line for the CLI: "2 unseen category values (island: 2); 1 number clipped to the training
+    range (body_mass_g: 1)", or "" when there were none."""
+    words = {"unseen": ("unseen category value", "s", "predicted as the unknown category"),
+             "clipped": ("value outside the training range", "s", "clipped to it")}
+    parts = []
+    for issue, columns in issues.items():
+        total = sum(columns.values())
+        noun, plural, what = words.get(issue, (issue, "", ""))
+        detail = ", ".join(f"{c}: {n}" for c, n in sorted(columns.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{total} {noun}{plural if total != 1 else ''} ({detail}), {what}")
+    return "; ".join(parts)
 
 
 def _frame(chunk: pd.DataFrame, keep: list[str], prediction: np.ndarray, probs: np.ndarray | None,
@@ -106,7 +148,7 @@ def _image_column(scorer: BundleScorer, folder: Path) -> str:
 
 
 def _folder_job(scorer: BundleScorer, folder: Path, chunk_rows: int, keep: list[str],
-                proba: bool) -> tuple[int, Iterator[pd.DataFrame]]:
+                proba: bool, on_bad_image: str) -> tuple[int, Iterator[pd.DataFrame]]:
     """One row per image under `folder`, in `list_images`' order, streamed (`iter_images`)."""
     from waypost.data.image_folder import IMAGE_EXTENSIONS, iter_images
 
@@ -126,31 +168,38 @@ def _folder_job(scorer: BundleScorer, folder: Path, chunk_rows: int, keep: list[
         while paths := list(itertools.islice(files, chunk_rows)):
             yield pd.DataFrame({column: pd.Series(paths, dtype=object)})
 
-    return total, _scored(scorer, chunks(), [column], proba, rename={column: "path"})
+    return total, _scored(scorer, chunks(), [column], proba, rename={column: "path"}, on_bad_image=on_bad_image)
 
 
 _ROW = re.compile(r"^row (\d+)")
 
 
 def _scored(scorer: BundleScorer, chunks: Iterator[pd.DataFrame], keep: list[str], proba: bool,
-            rename: dict[str, str] | None = None) -> Iterator[pd.DataFrame]:
+            rename: dict[str, str] | None = None, on_bad_image: str = "error") -> Iterator[pd.DataFrame]:
     """Score chunk by chunk. The runtime numbers rows within its chunk; a "row N" in an error is
-    shifted to the row of the whole input, so the user can find it."""
+    shifted to the row of the whole input, so the user can find it. With `on_bad_image="skip"`, a
+    chunk that fails is scored row by row and the rows whose image cannot be read are skipped."""
+    images = [c for c, t in scorer.features.items() if t == "image"]
     start = 0
     for chunk in chunks:
         try:
             out = scorer.score(chunk, keep=keep, proba=proba)
         except DataError as exc:
-            msg = str(exc)
-            if start and (m := _ROW.match(msg)):
-                raise DataError(f"row {int(m.group(1)) + start}{msg[m.end():]}") from None
-            raise
+            if images and on_bad_image == "skip":
+                out = scorer.score_skipping(chunk, keep, proba, images[0])
+            else:
+                msg = str(exc)
+                if images and "--on-bad-image" not in msg:
+                    msg += " (pass --on-bad-image skip to skip bad images)"
+                if start and (m := _ROW.match(msg)):
+                    msg = f"row {int(m.group(1)) + start}{msg[m.end():]}"
+                raise DataError(msg) from None
         start += len(chunk)
         yield out.rename(columns=rename) if rename else out
 
 
 def batch_job(scorer: BundleScorer, data: str | Path, *, chunk_rows: int | None = None, keep: list[str] | None = None,
-              proba: bool = True) -> tuple[int | None, Iterator[pd.DataFrame]]:
+              proba: bool = True, on_bad_image: str = "error") -> tuple[int | None, Iterator[pd.DataFrame]]:
     """(row count for the progress bar, or None; scored chunks) for a table file or a folder of images.
 
     A folder gives one row per image: `path` (absolute), `prediction`, `proba_<label>`. Bad input
@@ -164,10 +213,12 @@ def batch_job(scorer: BundleScorer, data: str | Path, *, chunk_rows: int | None 
         chunk_rows = IMAGE_CHUNK_ROWS if has_images else DEFAULT_CHUNK_ROWS
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if on_bad_image not in ("error", "skip"):
+        raise DataError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
     if data.is_dir():
-        return _folder_job(scorer, data, chunk_rows, keep, proba)
+        return _folder_job(scorer, data, chunk_rows, keep, proba, on_bad_image)
     from waypost.data.io import count_rows, iter_table_chunks
 
     chunks = iter_table_chunks(data, chunk_rows=chunk_rows)  # checks the file now, not at the first chunk
     total = count_rows(data)
-    return total, _scored(scorer, chunks, keep, proba)
+    return total, _scored(scorer, chunks, keep, proba, on_bad_image=on_bad_image)

@@ -14,6 +14,12 @@ Two refinements over the textbook loop:
   and it is topped up with whatever queued meanwhile just before it is sent.
 
 A full queue raises ``Overloaded`` at once (the server answers 503 + Retry-After) instead of growing.
+A full queue alone does not bound latency: with a slow model or a large queue a request can wait
+seconds behind the backlog. ``timeout_ms`` does: a request whose batch has not started running
+``timeout_ms`` after it arrived (``arrived``, a ``loop.time()``; the server passes the moment its
+middleware saw the request) fails with ``DeadlineExceeded`` (503 + Retry-After), from a timer, not
+a poll. Once its batch is in the model it is answered: onnxruntime cannot be interrupted, and the
+result is about to exist. So a request's latency is at most ``timeout_ms`` plus one model call.
 A request with more rows than ``max_batch_size`` runs as a batch of its own. When a merged batch
 fails with a DataError, each request is rerun alone so only the one at fault gets the error.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import time
 from collections.abc import Callable
@@ -34,6 +41,12 @@ from waypost.serve.defaults import MAX_BATCH_SIZE, MAX_LATENCY_MS, QUEUE_SIZE
 from waypost.errors import DataError
 
 
+#: ``loop.time()`` when the current request reached the server (set by its middleware, read by
+#: ``answer.infer``): a context variable, because the request's task carries it from the middleware
+#: through FastAPI's route to the batcher without every signature in between passing it on.
+REQUEST_ARRIVAL: contextvars.ContextVar[float | None] = contextvars.ContextVar("waypost_request_arrival", default=None)
+
+
 class Overloaded(Exception):
     """The batcher's queue is full (or the batcher is stopped): try again later."""
 
@@ -42,11 +55,21 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+class DeadlineExceeded(Overloaded):
+    """The request waited ``timeout_ms`` without reaching the model: try again later."""
+
+    def __init__(self, timeout_ms: float):
+        super().__init__(f"server overloaded: the request waited more than timeout_ms={timeout_ms:g} "
+                         "without reaching the model", retry_after=1)
+
+
 @dataclass
 class BatchResult:
     prediction: np.ndarray
     proba: np.ndarray | None
     latency_ms: float  # queue wait + model time of the batch this request rode in
+    # this request's rows the model took other than as sent: {"unseen" | "clipped": {column: count}}
+    issues: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +78,7 @@ class _Item:
     n: int
     future: asyncio.Future
     t0: float = field(default_factory=time.perf_counter)
+    timer: asyncio.TimerHandle | None = None  # the deadline's; cancelled when the batch starts
 
 
 class Batcher:
@@ -65,6 +89,7 @@ class Batcher:
         max_batch_size: int = MAX_BATCH_SIZE,
         max_latency_ms: float = MAX_LATENCY_MS,
         queue_size: int = QUEUE_SIZE,
+        timeout_ms: float | None = None,
         metrics: Any = None,
     ):
         if max_batch_size < 1:
@@ -73,10 +98,15 @@ class Batcher:
             raise ValueError(f"max_latency_ms must be >= 0, got {max_latency_ms}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if timeout_ms is not None and timeout_ms < 0:
+            raise ValueError(f"timeout_ms must be >= 0 (0: no deadline), got {timeout_ms}")
+        if timeout_ms and max_latency_ms >= timeout_ms:  # a batch still filling would outlive its requests
+            raise ValueError(f"timeout_ms ({timeout_ms:g}) must be larger than max_latency_ms ({max_latency_ms:g})")
         self.infer = infer
         self.max_batch_size = int(max_batch_size)
         self.max_latency = float(max_latency_ms) / 1000.0
         self.queue_size = int(queue_size)
+        self.timeout_ms = float(timeout_ms) if timeout_ms else None  # None or 0: no deadline
         self.metrics = metrics
         self._queue: asyncio.Queue[_Item] | None = None
         self._carry: _Item | None = None
@@ -136,17 +166,40 @@ class Batcher:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def submit(self, columns: dict[str, list[Any]], n: int) -> BatchResult:
+    async def submit(self, columns: dict[str, list[Any]], n: int, arrived: float | None = None) -> BatchResult:
+        """The request's slice of its batch's result. ``arrived`` (``loop.time()`` when the request
+        reached the server; default now) starts the ``timeout_ms`` deadline."""
         if not self.running:
             raise Overloaded("the batcher is not running", retry_after=1)
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        item = _Item(columns, n, fut)
+        if self.timeout_ms is not None:
+            deadline = (loop.time() if arrived is None else arrived) + self.timeout_ms / 1000.0
+            if deadline <= loop.time():  # spent reading and validating the body: no model time for it
+                self._expired()
+                raise DeadlineExceeded(self.timeout_ms)
+            item.timer = loop.call_at(deadline, self._expire, item)
         try:
-            self._queue.put_nowait(_Item(columns, n, fut))
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
+            if item.timer is not None:
+                item.timer.cancel()
             raise Overloaded(retry_after=max(1, round(self.max_latency * 2 + 0.5))) from None
         self._gauge()
         self._notify()
         return await fut
+
+    def _expire(self, item: _Item) -> None:
+        """The deadline's timer: the item is still queued or waiting for the executor (a started
+        batch cancels its timers). The collector skips done futures, so it never runs."""
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded(self.timeout_ms or 0.0))
+            self._expired()
+
+    def _expired(self) -> None:
+        if self.metrics is not None and hasattr(self.metrics, "deadline_expired"):
+            self.metrics.deadline_expired.inc()
 
     def depth(self) -> int:
         return (self._queue.qsize() if self._queue is not None else 0) + (1 if self._carry else 0)
@@ -228,6 +281,9 @@ class Batcher:
         batch = [i for i in batch if not i.future.done()]
         if not batch:
             return
+        for item in batch:  # in the model now: answered whatever the clock says
+            if item.timer is not None:
+                item.timer.cancel()
         n = sum(i.n for i in batch)
         if self.metrics is not None:
             self.metrics.batch_size.observe(n)
@@ -259,10 +315,17 @@ class Batcher:
     def _deliver(self, batch: list[_Item], out: dict[str, Any]) -> None:
         pred = np.asarray(out["prediction"])
         proba = out.get("proba")
+        issues = out.get("issues") or {}
+        n = sum(i.n for i in batch)
+        if len(pred) != n or (proba is not None and len(proba) != n):  # the contract, checked (Ray Serve's rule)
+            error = RuntimeError(f"the model answered {len(pred)} rows for a batch of {n}")
+            for item in batch:
+                _fail(item, error)
+            return
         now = time.perf_counter()
         start = 0
         if self.metrics is not None:
-            self.metrics.rows.inc(sum(i.n for i in batch))
+            self.metrics.rows.inc(n)
         for item in batch:
             stop = start + item.n
             if not item.future.done():
@@ -271,9 +334,21 @@ class Batcher:
                         prediction=pred[start:stop],
                         proba=None if proba is None else proba[start:stop],
                         latency_ms=(now - item.t0) * 1000.0,
+                        issues=_slice_issues(issues, start, stop),
                     )
                 )
             start = stop
+
+
+def _slice_issues(issues: dict[str, dict[str, np.ndarray]], start: int, stop: int) -> dict[str, dict[str, int]]:
+    """Per-request counts from the batch's per-row masks (only non-zero ones)."""
+    out: dict[str, dict[str, int]] = {}
+    for issue, columns in issues.items():
+        counts = {c: int(np.count_nonzero(mask[start:stop])) for c, mask in columns.items()}
+        counts = {c: k for c, k in counts.items() if k}
+        if counts:
+            out[issue] = counts
+    return out
 
 
 class Arrival:

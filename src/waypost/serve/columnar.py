@@ -4,8 +4,9 @@
 the model for a thousand. Clients that score in bulk (a stream processor, a nightly job calling
 the service) send columns instead, in one of two encodings chosen by Content-Type:
 
-- ``application/json``: ``{"columns": {"age": [...], "city": [...]}}``; numbers parsed by numpy,
-  the answer columnar too (``probabilities`` maps each label to a list).
+- ``application/json``: ``{"columns": {"age": [...], "city": [...]}}``; each array validated by
+  the same strict pydantic types as ``/predict``'s fields (``RecordSchema.parse_columns``), the
+  answer columnar too (``probabilities`` maps each label to a list).
 - ``application/vnd.apache.arrow.stream``: an Arrow IPC stream whose columns are the features; the
   answer is an Arrow IPC stream with ``prediction`` and ``proba_<label>`` per class (the column names
   of `waypost predict`'s output files), the model version in the ``x-model-version`` header and in
@@ -25,12 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from waypost.serve.answer import Payload, error_payload, finite, infer, log_request, payload
+from waypost.serve.answer import Payload, add_warnings, error_payload, finite, infer, log_request, payload
 from waypost.serve.batcher import BatchResult
-from waypost.serve.schema import RequestError, decode_images, image_bytes
+from waypost.serve.schema import ImageTooLarge, RequestError, image_bytes
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-_SCALARS = (str, int, float, bool, type(None))
 
 
 def _err(kind: str, loc: list[Any], msg: str) -> dict[str, Any]:
@@ -47,62 +47,20 @@ def _check_names(given: list[str], features: dict[str, str]) -> None:
 
 
 # ---- JSON ---------------------------------------------------------------------------------------
-def parse_columns(body: bytes, features: dict[str, str]) -> tuple[dict[str, Any], int]:
-    """(columns ready for the runtime, number of rows); RequestError naming the field otherwise."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError([{"type": "json_invalid", "loc": ["body"], "msg": f"invalid JSON: {exc}"}]) from None
-    if not isinstance(doc, dict) or set(doc) != {"columns"} or not isinstance(doc["columns"], dict):
-        raise RequestError([{"type": "model_type", "loc": ["body"],
-                             "msg": 'expected {"columns": {"<column>": [values, ...], ...}}'}])
-    given = doc["columns"]
-    _check_names(list(given), features)
-    lengths = {c: len(v) if isinstance(v, list) else -1 for c, v in given.items()}
-    bad = [c for c, n in lengths.items() if n < 0]
-    if bad:
-        raise RequestError([_err("list_type", [c], "expected a JSON array of values") for c in bad])
-    n = next(iter(lengths.values()))
-    if n == 0 or any(v != n for v in lengths.values()):
-        raise RequestError([{"type": "value_error", "loc": ["body", "columns"],
-                             "msg": f"columns must be non-empty arrays of one length; got {lengths}"}])
-    columns = {c: _column(c, features[c], given[c]) for c in features}
-    return columns, n
-
-
-def _column(name: str, ftype: str, values: list[Any]) -> Any:
-    if ftype == "numeric":
-        try:
-            return np.asarray(values, dtype=np.float64)  # null -> NaN; "1.5" parses like /predict's
-        except (TypeError, ValueError):
-            i = next(i for i, v in enumerate(values) if not _is_number(v))
-            raise RequestError([_err("float_parsing", [name, i], f"Input should be a valid number, got {values[i]!r}")]) from None
-    if ftype == "image":
-        return decode_images(values, lambda i: ["body", "columns", name, i])
-    strings = ftype in ("datetime", "text")  # as /predict's schema: a string or null
-    allowed = (str, type(None)) if strings else _SCALARS
-    for i, v in enumerate(values):
-        if not isinstance(v, allowed):
-            what = "a string or null" if strings else "a scalar value"
-            raise RequestError([_err("type_error", [name, i], f"{ftype} column expects {what}, got {v!r}")])
-    return values
-
-
-def _is_number(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        float(v)
-        return not isinstance(v, (list, dict))
-    except (TypeError, ValueError):
-        return False
+def parse_columns(body: bytes, schema: Any) -> tuple[dict[str, Any], int]:
+    """(columns ready for the runtime, number of rows); RequestError naming the field otherwise.
+    The per-column pydantic model of ``RecordSchema``: each item follows its feature's contract,
+    exactly as a ``/predict`` field does."""
+    return schema.parse_columns(body)
 
 
 # ---- Arrow --------------------------------------------------------------------------------------
-def parse_arrow(body: bytes, features: dict[str, str]) -> tuple[dict[str, Any], int]:
-    """The Arrow IPC stream's columns, converted for the runtime without a Python object per number."""
+def parse_arrow(body: bytes, schema: Any) -> tuple[dict[str, Any], int]:
+    """The Arrow IPC stream's columns, converted for the runtime without a Python object per number,
+    held to the same contracts as JSON (``waypost.serve.fields``) by Arrow type."""
     import pyarrow as pa
 
+    features = schema.features
     try:
         table = pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
@@ -111,39 +69,91 @@ def parse_arrow(body: bytes, features: dict[str, str]) -> tuple[dict[str, Any], 
     _check_names(table.column_names, features)
     if table.num_rows == 0:
         raise RequestError([{"type": "value_error", "loc": ["body", "columns"], "msg": "the Arrow stream has no rows"}])
-    return {c: _arrow_column(c, features[c], table.column(c)) for c in features}, table.num_rows
+    return {c: _arrow_column(c, schema.contracts[c], table.column(c), schema.max_image_pixels)
+            for c in features}, table.num_rows
 
 
-def _arrow_column(name: str, ftype: str, column: Any) -> Any:
+_ARROW_EXPECTED = {"numeric": "integers or floats", "category": "strings, integers or floats",
+                   "binary": "the training values' type", "datetime": "timestamps, dates or ISO 8601 strings",
+                   "text": "strings", "image": "binary (the image bytes)"}
+
+
+def _first_bad(name: str, mask: Any, values: Any, msg: str) -> RequestError:
+    i = int(np.flatnonzero(np.asarray(mask))[0])
+    value = values[i]
+    return RequestError([_err("value_error", [name, i], f"{msg}, got {value!r}")])
+
+
+def _arrow_column(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.types as pt
 
+    ftype = c.kind
     t = column.type
     if pt.is_dictionary(t):
         column, t = column.cast(t.value_type), t.value_type
     strings = pt.is_string(t) or pt.is_large_string(t)
-    if ftype == "numeric" and (pt.is_integer(t) or pt.is_floating(t) or pt.is_decimal(t) or pt.is_null(t)):
-        return column.cast(pa.float64()).to_numpy()  # null -> NaN
-    if ftype in ("category", "binary") and (strings or pt.is_integer(t) or pt.is_floating(t)
-                                             or pt.is_boolean(t) or pt.is_null(t)):
-        return column.to_numpy(zero_copy_only=False)
+    numbers = pt.is_integer(t) or pt.is_floating(t) or pt.is_decimal(t)
+    if ftype == "numeric" and (numbers or pt.is_null(t)):
+        x = column.cast(pa.float64()).to_numpy()  # null -> NaN (NaN itself is a missing value, as null)
+        if np.isinf(x).any():
+            raise _first_bad(name, np.isinf(x), x, "numeric feature: expected a finite number or null")
+        return x
+    if ftype == "category" and (strings or numbers or pt.is_null(t)):
+        values = column.to_numpy(zero_copy_only=False)
+        if pt.is_floating(t) and np.isinf(values.astype(np.float64)).any():
+            x = values.astype(np.float64)
+            raise _first_bad(name, np.isinf(x), x, "category feature: expected a string, a finite number or null")
+        return values
+    if ftype == "binary" and c.choices is not None:
+        kinds = {type(v) for v in c.choices}
+        fits = (pt.is_boolean(t) if kinds == {bool} else strings if kinds == {str} else numbers) or pt.is_null(t)
+        if fits:
+            present = pc.is_valid(column)
+            if pt.is_null(t):
+                inside = present
+            elif numbers:  # 2 == 2.0: compared as float64, whatever the integer or decimal type
+                inside = pc.is_in(column.cast(pa.float64()), value_set=pa.array([float(v) for v in c.choices]))
+            else:
+                inside = pc.is_in(column, value_set=pa.array(list(c.choices), type=t))
+            outside = pc.and_(present, pc.invert(pc.fill_null(inside, False)))
+            if pc.any(outside).as_py():
+                raise _first_bad(name, outside.to_numpy(zero_copy_only=False), column.to_pylist(),
+                                 f"binary feature: expected {c.expected}")
+            return column.to_numpy(zero_copy_only=False)
+    elif ftype == "binary" and (strings or numbers or pt.is_boolean(t) or pt.is_null(t)):
+        return column.to_numpy(zero_copy_only=False)  # a bundle without the two values stored
     if ftype == "datetime" and (pt.is_timestamp(t) or pt.is_date(t)):
-        return column.cast(pa.timestamp("ns", tz=getattr(t, "tz", None))).to_numpy(zero_copy_only=False)
-    if ftype in ("datetime", "text") and (strings or pt.is_null(t)):
+        try:
+            return column.cast(pa.timestamp("ns", tz=getattr(t, "tz", None))).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid as exc:  # outside numpy's nanosecond range (years 1678-2261)
+            raise RequestError([_err("value_error", [name], f"datetime feature: {exc}")]) from None
+    if ftype == "datetime" and (strings or pt.is_null(t)):
+        from waypost.serve.fields import is_datetime
+
+        values = column.to_pylist()
+        bad = [v is not None and not is_datetime(v) for v in values]
+        if any(bad):
+            raise _first_bad(name, bad, values, f"datetime feature: expected {c.expected}")
+        return values
+    if ftype == "text" and (strings or pt.is_null(t)):
         return column.to_pylist()
     if ftype == "image" and (pt.is_binary(t) or pt.is_large_binary(t)):
         blobs, errors = column.to_pylist(), []
         for i, blob in enumerate(blobs):
             try:
-                image_bytes(blob, "null" if blob is None else f"the {len(blob)} bytes")
+                image_bytes(blob, "null" if blob is None else f"the {len(blob)} bytes", max_pixels)
+            except ImageTooLarge as exc:
+                errors.append(_err("image_too_large", [name, i], f"image feature: {exc}"))
             except ValueError as exc:
                 errors.append(_err("image_bytes", [name, i], f"{exc} (the server never opens file paths or URLs)"))
         if errors:
             raise RequestError(errors[:20])
         return blobs
-    expected = {"numeric": "integers or floats", "category": "strings, integers, floats or booleans",
-                "binary": "strings, integers, floats or booleans", "datetime": "timestamps, dates or ISO strings",
-                "text": "strings", "image": "binary (the image bytes)"}[ftype]
+    expected = _ARROW_EXPECTED[ftype]
+    if ftype == "binary" and c.choices is not None:
+        expected = {bool: "booleans", str: "strings"}.get(type(c.choices[0]), "integers or floats")
     raise RequestError([_err("arrow_type", [name], f"{ftype} column expects Arrow {expected}, got {t}")])
 
 
@@ -157,7 +167,11 @@ def arrow_payload(st: Any, result: BatchResult) -> Payload:
     arrays = {"prediction": prediction}
     if result.proba is not None and st.class_keys is not None:
         arrays.update({f"proba_{key}": result.proba[:, j] for j, key in enumerate(st.class_keys)})
-    table = pa.table(arrays).replace_schema_metadata({"waypost.model_version": st.version})
+    meta = {"waypost.model_version": st.version}
+    if result.issues:
+        meta["waypost.input_warnings"] = json.dumps(result.issues)
+        st.metrics.count_issues(result.issues)
+    table = pa.table(arrays).replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -177,17 +191,20 @@ async def predict_columns_body(st: Any, body: bytes, content_type: str | bytes |
     """Status, body bytes and headers for one columnar request, JSON or Arrow. Never raises."""
     arrow = is_arrow(content_type)
     try:
-        columns, n = parse_arrow(body, st.schema.features) if arrow else parse_columns(body, st.schema.features)
+        columns, n = parse_arrow(body, st.schema) if arrow else parse_columns(body, st.schema)
     except RequestError as exc:
         return error_payload(422, str(exc), exc.errors)
     result = await infer(st, columns, n, ["body", "columns"])
     if not isinstance(result, BatchResult):
         return result
-    log_request(st, columns, result)
+    failed = await log_request(st, columns, result)
+    if failed is not None:
+        return failed
     if arrow:
         return arrow_payload(st, result)
     content: dict[str, Any] = {"predictions": finite(result.prediction.tolist())}
     if result.proba is not None and st.class_keys is not None:
         content["probabilities"] = dict(zip(st.class_keys, result.proba.T.tolist()))
     content["model_version"] = st.version
+    add_warnings(st, content, result)
     return payload(200, content)

@@ -58,8 +58,17 @@ class ServeMetrics:
             "waypost_queue_depth", "Requests waiting for the batcher", registry=r, multiprocess_mode="livesum"
         )
         self.rows = Counter("waypost_rows_predicted", "Rows predicted", registry=r)
+        self.deadline_expired = Counter(
+            "waypost_deadline_expired", "Requests answered 503 because they waited timeout_ms without reaching "
+            "the model (also counted in waypost_errors_total{kind=\"overloaded\"})", registry=r,
+        )
         self.log_dropped = Counter(
             "waypost_predlog_dropped", "Prediction-log rows dropped because the writer fell behind", registry=r
+        )
+        self.input_issues = Counter(
+            "waypost_input_values", "Input values the model took other than as sent, by issue (unseen: a "
+            "category outside the training vocabulary; clipped: a number outside the training range) and column",
+            ["issue", "column"], registry=r,
         )
         self.info = Gauge(
             "waypost_model_info", "The model being served (value 1)", ["model_version"], registry=r,
@@ -87,6 +96,11 @@ class ServeMetrics:
         latency.observe(seconds)
         if errors is not None:
             errors.inc()
+
+    def count_issues(self, issues: dict[str, dict[str, int]]) -> None:
+        for issue, columns in issues.items():
+            for column, count in columns.items():
+                self.input_issues.labels(issue=issue, column=column).inc(count)
 
     def render(self) -> bytes:
         if multiprocess_dir():

@@ -17,13 +17,20 @@ A column whose values Arrow cannot hold in one type (a categorical feature sent 
 client and ``1`` by another) is stored as JSON text per value and decoded on read, so values come
 back as they were logged. NaN and infinities are stored as null.
 
-The request path only puts references on an in-memory queue. A background thread builds the segments
-and commits every ``batch_rows`` rows or ``flush_ms`` milliseconds, whichever comes first. The
-database is in WAL mode with ``synchronous=NORMAL``: a committed segment survives the server being
-killed (SIGKILL); only the last ``flush_ms`` of predictions can be lost. If the writer falls behind by
-``max_pending`` rows, or has failed (disk full: ``error`` says why), new rows are dropped and counted
-(``dropped``, metric ``waypost_predlog_dropped_total``) rather than growing memory or failing the
-predictions.
+The request path only puts references on an in-memory queue; a background thread builds the
+segments and commits them. The database is in WAL mode with ``synchronous=NORMAL``: a committed
+segment survives the server being killed (SIGKILL) or crashing; a power cut can lose the last few
+commits (``synchronous=FULL`` would fsync each, at a much higher cost). Two durabilities:
+
+- ``answered`` (the default): every entry carries a callback, and the server answers a request only
+  after its rows are committed. The writer commits whatever has queued as soon as it can (group
+  commit: the requests of a batch, and any that queued while the previous commit ran, share one
+  transaction), so no prediction answered 200 is ever missing from the log. A log that cannot take
+  the rows (writer failed, ``max_pending`` reached) makes the server answer 503 instead of 200.
+- ``async``: no waiting; commits every ``batch_rows`` rows or ``flush_ms`` milliseconds, whichever
+  comes first, so the last ``flush_ms`` of answered predictions can be lost to a SIGKILL. Rows the
+  log cannot take are dropped and counted (``dropped``, metric ``waypost_predlog_dropped_total``)
+  rather than failing the predictions.
 
 Several processes (``waypost serve --workers N``) can append to one file: each commit takes SQLite's
 write lock (``BEGIN IMMEDIATE``) before numbering its rows, and ``busy_timeout`` makes writers wait.
@@ -31,22 +38,22 @@ Needs pyarrow (an install with ``waypost[serve]`` has it) and pandas for ``read_
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from waypost.serve.predlog_format import INPUT, JSON_META, PROBA, _decoded, _encode, _Entry, _groups
+
 DEFAULT_LOG_PATH = Path(".waypost") / "predictions.sqlite"
+DURABILITIES = ("answered", "async")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -60,8 +67,6 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_ts ON segments(ts_max);
 """
-INPUT, PROBA = "in:", "proba:"
-_JSON_META = {b"waypost.encoding": b"json"}
 _STOP = object()
 
 
@@ -73,48 +78,6 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
-
-
-def _clean(obj: Any) -> Any:
-    """NaN/inf are not JSON: store them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-# built once: json.dumps with non-default options builds a new encoder on every call
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default).encode
-
-
-def _dumps(obj: Any) -> str:
-    try:
-        return _ENCODE(obj)
-    except ValueError:  # NaN / inf somewhere
-        return _ENCODE(_clean(obj))
-
-
-@dataclass
-class _Entry:
-    """One logged request, queued as is: columns (lists or numpy arrays) the writer turns into Arrow."""
-
-    ts: float
-    version: str
-    n: int
-    latency: Any  # float, None or a sequence of n floats
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]  # "prediction" and "proba:<label>" columns
 
 
 def _row_columns(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> tuple[dict, dict]:
@@ -135,8 +98,11 @@ class PredictionLog:
     first ``log``; ``close()`` (or the context manager) flushes and stops it.
     """
 
-    def __init__(self, path: str | os.PathLike, *, batch_rows: int = 10_000, flush_ms: float = 200.0,
-                 max_pending: int = 1_000_000):
+    def __init__(self, path: str | os.PathLike, *, durability: str = "answered", batch_rows: int = 10_000,
+                 flush_ms: float = 200.0, max_pending: int = 1_000_000):
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
+        self.durability = durability
         self.path = Path(path)
         self.batch_rows = int(batch_rows)
         self.flush_s = float(flush_ms) / 1000.0
@@ -184,9 +150,12 @@ class PredictionLog:
 
     def log_columns(self, model_version: str, inputs: dict[str, Any], prediction: Any,
                     proba: np.ndarray | None = None, labels: list[str] | None = None,
-                    latency_ms: float | None = None, ts: float | None = None) -> int:
+                    latency_ms: float | None = None, ts: float | None = None,
+                    on_commit: Callable[[BaseException | None], None] | None = None) -> int:
         """Queue a columnar request (no per-row work here): ``inputs`` maps each feature to a list or
-        array of n values, ``proba`` is (n, classes) in ``labels``' order. Returns rows queued."""
+        array of n values, ``proba`` is (n, classes) in ``labels``' order. Returns rows queued (0:
+        dropped, and ``on_commit`` is never called). ``on_commit(error)`` runs on the writer thread
+        once the rows are committed (error None) or their commit failed."""
         n = len(prediction)
         bad = [name for name, values in inputs.items() if len(values) != n]
         if bad:
@@ -196,55 +165,75 @@ class PredictionLog:
             if labels is None or len(labels) != proba.shape[1]:
                 raise ValueError("proba needs one label per column")
             outputs.update({PROBA + str(label): proba[:, j] for j, label in enumerate(labels)})
-        return self._put(model_version, n, latency_ms, ts, dict(inputs), outputs)
+        return self._put(model_version, n, latency_ms, ts, dict(inputs), outputs, on_commit)
 
     def _put(self, version: str, n: int, latency_ms: Any, ts: float | None, inputs: dict[str, Any],
-             outputs: dict[str, Any]) -> int:
+             outputs: dict[str, Any], on_commit: Callable[[BaseException | None], None] | None = None) -> int:
         if self._thread is None:
             self.open()
         with self._pending_lock:
-            if self.error is not None or self._pending + n > self.max_pending:
+            if self._closed or self.error is not None or self._pending + n > self.max_pending:
                 self.dropped += n
                 return 0
             self._pending += n
-        self._queue.put(_Entry(time.time() if ts is None else ts, version, n, latency_ms, inputs, outputs))
+        self._queue.put(_Entry(time.time() if ts is None else ts, version, n, latency_ms, inputs, outputs,
+                               on_commit))
         return n
 
     def _writer(self, conn: sqlite3.Connection) -> None:
-        entries: list[_Entry] = []
-        rows = taken = 0  # rows buffered; queue items behind them (marked done once committed)
-        deadline = None
+        """Take entries, commit them in groups, tell their callers. ``answered``: commit whatever has
+        queued as soon as the previous commit is done; ``async``: wait up to ``flush_ms`` (or
+        ``batch_rows``) to write fewer, larger segments."""
+        wait = self.durability == "async"
         stop = False
+        entries: list[_Entry] = []
         try:
             while not stop:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    item = self._queue.get(timeout=timeout)
-                    taken += 1
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    stop = True
-                elif item is not None:
-                    with self._pending_lock:
-                        self._pending -= item.n
-                    entries.append(item)
-                    rows += item.n
-                    if deadline is None:
-                        deadline = time.monotonic() + self.flush_s
-                if entries and (stop or rows >= self.batch_rows or time.monotonic() >= deadline):
+                item = self._queue.get()
+                taken = 1
+                rows = 0
+                deadline = time.monotonic() + self.flush_s
+                while True:
+                    if item is _STOP:
+                        stop = True
+                    elif item is not None:
+                        with self._pending_lock:
+                            self._pending -= item.n
+                        entries.append(item)
+                        rows += item.n
+                    if stop or rows >= self.batch_rows:
+                        break
+                    try:
+                        timeout = deadline - time.monotonic() if wait and entries else 0.0
+                        item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+                        taken += 1
+                    except queue.Empty:
+                        break
+                if entries:
                     self._commit(conn, entries)
                     self.written += rows
-                    entries, rows, deadline = [], 0, None
-                if not entries:
-                    for _ in range(taken):
-                        self._queue.task_done()
-                    taken = 0
+                    committed, entries = entries, []
+                    _notify(committed, None)
+                for _ in range(taken):
+                    self._queue.task_done()
         except BaseException as exc:  # noqa: BLE001 - kept for close() to report
             self.error = exc
             logging.getLogger("waypost.serve").error("prediction log %s: writer stopped: %s", self.path, exc)
+            _notify(entries, exc)
+            self._fail_queued(exc)
         finally:
             conn.close()
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        """After the writer failed: everything still queued is reported failed, never left waiting."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _notify([item], exc)
+            self._queue.task_done()
 
     @staticmethod
     def _commit(conn: sqlite3.Connection, entries: list[_Entry]) -> None:
@@ -360,7 +349,7 @@ class PredictionLog:
                 name = f.name[len(INPUT):] if f.name.startswith(INPUT) else (
                     "proba_" + f.name[len(PROBA):] if f.name.startswith(PROBA) else f.name)
                 column = table.column(f.name)
-                data[name] = _decoded(column, f) if f.metadata == _JSON_META else column.to_pandas()
+                data[name] = _decoded(column, f) if f.metadata == JSON_META else column.to_pandas()
             frame = pd.DataFrame(data)
             frame["_id"], frame["_model_version"] = ids, version
             frames.append(frame)
@@ -384,84 +373,12 @@ class PredictionLog:
             conn.close()
 
 
-# -- segments ---------------------------------------------------------------------------------
-def _groups(entries: list[_Entry]) -> Iterator[list[_Entry]]:
-    """Consecutive entries with the same model version and columns: one segment each."""
-    group: list[_Entry] = []
+def _notify(entries: list[_Entry], error: BaseException | None) -> None:
     for entry in entries:
-        if group and (entry.version != group[0].version or entry.inputs.keys() != group[0].inputs.keys()
-                      or entry.outputs.keys() != group[0].outputs.keys()):
-            yield group
-            group = []
-        group.append(entry)
-    if group:
-        yield group
+        if entry.on_commit is not None:
+            try:
+                entry.on_commit(error)
+            except Exception:  # noqa: BLE001 - a caller's callback must not stop the writer
+                logging.getLogger("waypost.serve").exception("prediction log: commit callback failed")
 
 
-def _encode(group: list[_Entry]) -> tuple[int, float, float, str, bytes]:
-    import pyarrow as pa
-
-    n = sum(e.n for e in group)
-    ts = np.concatenate([np.full(e.n, e.ts, dtype=np.float64) for e in group])
-    latency = np.concatenate([_latencies(e) for e in group])
-    names = ["_ts", "_latency_ms"]
-    arrays = [pa.array(ts), pa.array(latency, from_pandas=True)]
-    fields = [pa.field("_ts", pa.float64()), pa.field("_latency_ms", pa.float64())]
-    first = group[0]
-    for prefix, source in ((INPUT, "inputs"), ("", "outputs")):
-        for name in getattr(first, source):
-            values = _concat([getattr(e, source)[name] for e in group])
-            array, as_json = _arrow(pa, values)
-            names.append(prefix + name)
-            arrays.append(array)
-            fields.append(pa.field(prefix + name, array.type, metadata=_JSON_META if as_json else None))
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-        writer.write_table(table)
-    return n, float(ts.min()), float(ts.max()), first.version, sink.getvalue().to_pybytes()
-
-
-def _latencies(entry: _Entry) -> np.ndarray:
-    if entry.latency is None or isinstance(entry.latency, (int, float)):
-        return np.full(entry.n, np.nan if entry.latency is None else float(entry.latency))
-    return np.asarray(list(entry.latency), dtype=np.float64)
-
-
-def _concat(parts: list[Any]) -> Any:
-    if len(parts) == 1:
-        return parts[0]
-    if all(isinstance(p, np.ndarray) for p in parts) and len({p.dtype for p in parts}) == 1:
-        return np.concatenate(parts)
-    out: list[Any] = []
-    for p in parts:
-        out.extend(p.tolist() if isinstance(p, np.ndarray) else p)
-    return out
-
-
-def _arrow(pa: Any, values: Any) -> tuple[Any, bool]:
-    """(Arrow array, stored as JSON?). Numbers: NaN/inf -> null. A list mixing Python types (or
-    holding containers) is stored as JSON text so every value reads back as it was."""
-    if isinstance(values, np.ndarray):  # one dtype (numbers, or the str labels of an object array)
-        if values.dtype.kind == "f":
-            values = np.where(np.isfinite(values), values, np.nan)
-        try:
-            return pa.array(values, from_pandas=True), False
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-            values = values.tolist()
-    kinds = {type(v) for v in values if v is not None}
-    if float in kinds:
-        values = [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
-    if len(kinds) <= 1 and not kinds & {dict, list, tuple}:
-        try:
-            return pa.array(values), False
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-            pass
-    return pa.array([None if v is None else _dumps(v) for v in values], pa.string()), True
-
-
-def _decoded(column: Any, field: Any) -> list[Any]:
-    values = column.to_pylist()
-    if field.metadata == _JSON_META:
-        return [None if v is None else json.loads(v) for v in values]
-    return values

@@ -26,6 +26,8 @@ class NullTracker:
     run_id: str | None = None
     tracking_uri: str | None = None
     experiment_id: str | None = None
+    continued = False
+    continued_metrics: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass

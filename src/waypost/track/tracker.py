@@ -19,15 +19,14 @@ import math
 import os
 import posixpath
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from waypost.errors import ConfigError, ModelFileError
+from waypost.track.mlflow_state import pinned_tracking_uri, quiet_signature_warning
 from waypost.track.null import NullTracker, _close_figure
 
 __all__ = ["DEFAULT_DIR", "ENV_TRACKING_URI", "MlflowTracker", "NullTracker", "make_tracker",
@@ -50,7 +49,6 @@ _STATUSES = ("FINISHED", "FAILED", "KILLED")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")  # 2+ letters: "C:\..." is a path, not a scheme
 _SQLITE_EXT = (".db", ".sqlite", ".sqlite3")
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")  # MLflow's portable key alphabet (no ':' on Windows)
-_GLOBAL_URI_LOCK = threading.Lock()
 
 
 def resolve_tracking_uri(uri: str | Path | None = None, workdir: str | Path = ".") -> str:
@@ -126,53 +124,24 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-@contextmanager
-def _pinned_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking URI at `uri` for one call, then restore exactly what was there.
-
-    The previous value and MLFLOW_TRACKING_URI (which `set_tracking_uri` rewrites) come back, so
-    the user's MLflow setup is untouched. The lock serialises trackers of this process; another
-    thread using fluent MLflow at that moment could still see our URI (MLflow has no per-call URI).
-    """
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    with _GLOBAL_URI_LOCK:
-        old_uri = getattr(tracking_utils, "_tracking_uri", None)
-        old_env = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(old_uri)
-            if old_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = old_env
-
-
-@contextmanager
-def _quiet_signature_warning(enabled: bool) -> Iterator[None]:
-    """Hide MLflow's "Failed to infer model signature" warning when no example was given on purpose."""
-    logger = logging.getLogger("mlflow.pyfunc")
-    old = logger.level
-    if enabled:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
 class MlflowTracker:
     """One MLflow run in one store: params, buffered metrics, artifacts, models and the registry.
 
     Use it as a context manager: `with MlflowTracker("exp") as t: ...` starts the run and ends it
-    FINISHED, or FAILED (KILLED on Ctrl-C) when the block raises; the exception propagates.
+    FINISHED, or FAILED when the block raises, KILLED when it stops for a signal (KeyboardInterrupt,
+    `waypost.train.interrupt.FitInterrupted`); the exception propagates.
+
+    Each run is tagged with this host, pid and process start time; starting a run first marks FAILED
+    the runs of this experiment that a dead process on this host left RUNNING
+    (`waypost.track.run_lifecycle`). `resume_run_id` continues an interrupted run instead of
+    creating one (when it is KILLED/FAILED in this experiment; otherwise a new run is tagged
+    `waypost.resumed_from`); `continued` then says so and `continued_metrics` holds the metric keys
+    the run already has.
     """
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, workdir: str | Path = ".",
-                 run_name: str | None = None, tags: Mapping[str, Any] | None = None) -> None:
+                 run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+                 resume_run_id: str | None = None) -> None:
         if not experiment or not str(experiment).strip():
             raise ConfigError("experiment name must be a non-empty string")
         self.experiment = str(experiment)
@@ -187,6 +156,10 @@ class MlflowTracker:
         self._params: dict[str, str] = {}
         self._skipped_metrics = 0
         self._ended = False
+        self.resume_run_id = resume_run_id
+        self.continued = False
+        self.continued_metrics: frozenset[str] = frozenset()
+        self._continued_params: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -236,8 +209,11 @@ class MlflowTracker:
         `end()` it opens a fresh run (one tracker can serve a sequence of runs)."""
         if self._run_id is not None and not self._ended:
             return self
-        # MLflow's per-artifact progress bars and INFO lines about table creation drown the plan.
+        # MLflow's per-artifact progress bars and INFO lines about table creation drown the plan
+        # (imported first: importing mlflow sets its logger back to INFO).
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow  # noqa: F401
+
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         db = _sqlite_path(self.tracking_uri)
@@ -245,12 +221,25 @@ class MlflowTracker:
             db.parent.mkdir(parents=True, exist_ok=True)
         from waypost import __version__
 
+        from waypost.track.run_lifecycle import continue_run, identity_tags, mark_orphans
+
         self.experiment_id = self._experiment_id()
-        tags = {"waypost.version": __version__, **self.tags}
+        mark_orphans(self.client, self.experiment_id)
+        tags = {"waypost.version": __version__, **self.tags, **identity_tags()}
         tags = {_clean_key(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
+        old = continue_run(self.client, self.resume_run_id, self.experiment_id) if self.resume_run_id else None
+        resume_from, self.resume_run_id = self.resume_run_id, None  # a later start() opens a fresh run
+        self._ended, self._params, self._skipped_metrics = False, {}, 0
+        self.continued, self.continued_metrics, self._continued_params = False, frozenset(), {}
+        if old is not None:
+            self._run_id, self.run_name = old.info.run_id, old.info.run_name
+            self.continued, self.continued_metrics = True, frozenset(old.data.metrics)
+            self._continued_params = dict(old.data.params)
+            return self
+        if resume_from:
+            tags["waypost.resumed_from"] = resume_from
         run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
         self._run_id, self.run_name = run.info.run_id, run.info.run_name
-        self._ended, self._params, self._skipped_metrics = False, {}, 0
         return self
 
     def end(self, status: str = "FINISHED") -> None:
@@ -277,8 +266,12 @@ class MlflowTracker:
         if exc_type is None:
             self.end("FINISHED")
             return False
-        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        from waypost.train.interrupt import FitInterrupted
+
+        status = "KILLED" if issubclass(exc_type, (KeyboardInterrupt, FitInterrupted)) else "FAILED"
         try:
+            if isinstance(exc, FitInterrupted) and self._run_id is not None and not self._ended:
+                self.set_tags({"waypost.interrupted_by": exc.signal_name})
             self.end(status)
         except Exception:  # never let bookkeeping hide the user's real exception
             log.exception("could not mark MLflow run %s as %s", self._run_id, status)
@@ -300,8 +293,13 @@ class MlflowTracker:
 
         run_id = self._require_run()
         fresh: dict[str, str] = {}
+        changed: dict[str, str] = {}
         for key, value in _flatten(params).items():
             name, text = _clean_key(key), _param_text(value)
+            if name in self._continued_params:  # a continued run keeps its params; a changed one
+                if self._continued_params[name] != text:  # (e.g. a longer time_limit) becomes a tag
+                    changed[f"waypost.resume.{name}"] = text
+                continue
             old = self._params.get(name, fresh.get(name))
             if old is None:
                 fresh[name] = text
@@ -311,6 +309,8 @@ class MlflowTracker:
         for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk, synchronous=True)
         self._params.update(fresh)
+        if changed:
+            self.set_tags(changed)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Buffer metrics for `step` (0 when None); NaN/inf are skipped (MLflow charts break on them).
@@ -422,7 +422,7 @@ class MlflowTracker:
             experiment_id=self.experiment_id, name=name, source_run_id=run_id, params=dict(self._params),
             tags={"waypost.model_dir": str(src)}, model_type="waypost",
         )
-        with _pinned_tracking_uri(self.tracking_uri), _quiet_signature_warning(input_example is None):
+        with pinned_tracking_uri(self.tracking_uri), quiet_signature_warning(input_example is None):
             info = Model.log(  # what mlflow.pyfunc.log_model does, plus run_id (see above)
                 artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
                 python_model=str(code), artifacts={artifact_key: str(src)}, input_example=input_example,
@@ -447,7 +447,7 @@ class MlflowTracker:
                 raise
         # The SQL registry resolves a `models:/<id>` source through the *global* tracking URI
         # (an MLflow TODO), hence the pin.
-        with _pinned_tracking_uri(self.tracking_uri):
+        with pinned_tracking_uri(self.tracking_uri):
             mv = client.create_model_version(name, source=model_uri, run_id=self._run_id, model_id=model_id)
         return str(mv.version)
 

@@ -32,6 +32,15 @@ class BestWeights(L.Callback):
         self.best_epoch = -1
         self.state: dict[str, torch.Tensor] | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """For resumable checkpoints (`waypost.train.durable`): tensors and plain numbers only."""
+        return {"best": list(self.best), "best_epoch": self.best_epoch, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = (float(state_dict["best"][0]), float(state_dict["best"][1]))
+        self.best_epoch = int(state_dict["best_epoch"])
+        self.state = state_dict["state"]
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -58,6 +67,12 @@ class History(L.Callback):
         self.prefix = prefix
         self.history: dict[str, list[float]] = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [float(v) for v in vs] for k, vs in state_dict["history"].items()}
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -75,6 +90,12 @@ class WeightMonitor(L.Callback):
     def __init__(self, tracker: Any = None, prefix: str = "", every: int = 1, bins: int = 30) -> None:
         self.tracker, self.prefix, self.every, self.bins = tracker, prefix, every, bins
         self.histograms: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"histograms": self.histograms}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.histograms = list(state_dict["histograms"])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -2,7 +2,10 @@
 
 The step uses manual optimisation so the whole recipe reads top to bottom in `training_step`:
 forward, loss, backward, clip, AdamW step, schedule step. Lightning supplies devices, mixed
-precision, early stopping and the time limit.
+precision and checkpoint/resume mechanics; waypost's callbacks supply early stopping (BestWeights),
+the time limit (DeadlineStop), per-epoch checkpoints (EpochCheckpoint) and a clean stop on
+SIGINT/SIGTERM (StopOnSignal). Inside a fit pipeline the deadline and the checkpoint folder come from
+the `waypost.train.session.FitSession`; outside one `fit_network` trains as before.
 """
 from __future__ import annotations
 
@@ -11,19 +14,20 @@ import math
 import time
 import warnings
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from waypost.config import TrainingConfig
+from waypost.train import interrupt
 from waypost.train.batches import TensorBatches
 from waypost.train.callbacks import BestWeights, History, RichProgress, WeightMonitor
+from waypost.train.durable import DeadlineStop, EpochCheckpoint, StopOnSignal
 from waypost.train.optim import make_optimizer, make_scheduler
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -160,6 +164,15 @@ class FitResult:
     accelerator: str
     precision: str
     weight_histograms: list[dict[str, Any]] = field(default_factory=list)
+    #: what the time limit cut short ("stopped after 12 of 200 epochs by time_limit"), else None
+    time_note: str | None = None
+    #: the epoch a checkpoint resumed from (0-based, the last completed one), else None
+    resumed_from: int | None = None
+    #: the whole fit came back from a finished checkpoint; nothing was trained in this process
+    restored: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def fit_network(
@@ -180,17 +193,40 @@ def fit_network(
     """Train `net` in place with every default trick; the best validation weights are restored.
 
     `cfg.select_on` (val_loss or val_error) picks the epoch kept and stops training after
-    `cfg.early_stopping_patience` epochs without improvement (see `BestWeights`)."""
+    `cfg.early_stopping_patience` epochs without improvement (see `BestWeights`). `time_limit`
+    (seconds from now) and the session's deadline, whichever is sooner, stop it between batches.
+    With a session checkpoint slot, every epoch is checkpointed, a resumed fit continues from the
+    last completed epoch, and a part already finished is restored instead of trained."""
+    from waypost.train.session import current_session
+
+    session = current_session()
+    slot = session.slot if session is not None else None
+    if slot is not None and slot.has(FINAL_JSON):
+        return _restore_final(net, slot)
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     net.train()  # Lightning keeps the mode it finds; a fitted (eval-mode) net would train without dropout
     accelerator, precision = resolve_device(cfg)
     module = SupervisedModule(net, loss_fn, task, cfg, total_steps=cfg.max_epochs * len(train),
                               param_groups=param_groups)
     best, history = BestWeights(cfg.select_on, patience=cfg.early_stopping_patience), History(tracker)
-    hooks: list[L.Callback] = [best, history]
+    hooks: list[L.Callback] = [best, history, StopOnSignal()]
     weights = WeightMonitor(tracker) if cfg.weight_histograms else None
     if weights is not None:
         hooks.append(weights)
+    started = time.perf_counter()
+    model_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
+    deadlines = [d for d in (session.deadline_for(model_bytes) if session else None,
+                             started + time_limit if time_limit else None) if d is not None]
+    deadline = None
+    if deadlines:
+        deadline = DeadlineStop(min(deadlines), valid_rows=_rows(valid), batch_rows=int(getattr(train, "batch_size", 1)))
+        hooks.append(deadline)
+    ckpt_path, resumed_from = None, None
+    if slot is not None:
+        hooks.append(EpochCheckpoint(slot, train, tracker))
+        if slot.store.resumed and slot.last_ckpt.is_file():
+            ckpt_path = str(slot.last_ckpt)
+            resumed_from = int(slot.store.meta.get("parts", {}).get(slot.name, {}).get("epoch", -1))
     if verbose:
         hooks.append(RichProgress(description))
     hooks += list(callbacks or [])
@@ -199,7 +235,6 @@ def fit_network(
         devices=1,
         precision=precision,
         max_epochs=cfg.max_epochs,
-        max_time=timedelta(seconds=time_limit) if time_limit else None,
         callbacks=hooks,
         logger=False,
         enable_checkpointing=False,
@@ -208,12 +243,18 @@ def fit_network(
         num_sanity_val_steps=0,
         default_root_dir=None,
     )
-    started = time.perf_counter()
     with attention_backends(accelerator):
-        trainer.fit(module, train_dataloaders=train, val_dataloaders=valid)
+        try:
+            # weights_only: the checkpoint is read with torch's safe loader, never unpickled
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=valid, ckpt_path=ckpt_path,
+                        weights_only=True)
+        except SIGTERMException:
+            # Lightning's own SIGTERM handler stops the loop with SystemExit; ours recorded the signal
+            interrupt.check("training")
+            raise
     seconds = time.perf_counter() - started
     net.cpu().eval()
-    return FitResult(
+    result = FitResult(
         history=history.history,
         best_epoch=best.best_epoch,
         epochs_run=trainer.current_epoch,
@@ -221,13 +262,39 @@ def fit_network(
         accelerator=accelerator,
         precision=precision,
         weight_histograms=weights.histograms if weights else [],
+        time_note=deadline.describe(cfg.max_epochs) if deadline is not None else None,
+        resumed_from=resumed_from,
     )
+    if slot is not None:
+        _save_final(net, result, slot)
+    return result
 
 
-@torch.inference_mode()
-def predict_network(net: nn.Module, tensors: tuple[torch.Tensor, ...], batch_size: int = 4096) -> np.ndarray:
-    """Raw outputs (logits or values) in fp32 on CPU, in eval mode."""
-    net.eval()
-    n = int(tensors[0].shape[0])
-    outs = [net(*(t[i : i + batch_size] for t in tensors)).float() for i in range(0, n, batch_size)]
-    return torch.cat(outs).numpy() if outs else np.zeros((0,), dtype=np.float32)
+FINAL_WEIGHTS, FINAL_JSON = "final.safetensors", "final.json"
+
+
+def _rows(batches: Any) -> int:
+    n = getattr(batches, "n", None)
+    return int(n) if n is not None else len(batches) * int(getattr(batches, "batch_size", 1))
+
+
+def _save_final(net: nn.Module, result: FitResult, slot: Any) -> None:
+    """The finished network (best weights restored) and its fit record, so a fit interrupted after
+    this part resumes without training it again; the epoch checkpoint is then dropped."""
+    from safetensors.torch import save
+
+    with interrupt.critical():
+        slot.write(FINAL_WEIGHTS, save({k: v.detach().contiguous() for k, v in net.state_dict().items()}))
+        slot.write_json(FINAL_JSON, result.to_dict())  # written last: its presence means "finished"
+        slot.last_ckpt.unlink(missing_ok=True)
+        slot.progress(finished=True, epochs=result.epochs_run)
+
+
+def _restore_final(net: nn.Module, slot: Any) -> FitResult:
+    from safetensors.torch import load
+
+    raw = slot.read_json(FINAL_JSON)
+    net.load_state_dict(load((slot.dir / FINAL_WEIGHTS).read_bytes()))
+    net.cpu().eval()
+    raw["restored"] = True
+    return FitResult(**raw)

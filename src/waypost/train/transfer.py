@@ -241,6 +241,15 @@ class TransferSchedule(L.Callback):
         self.frozen: set[int] = set()
         self.phases: list[tuple[int, int]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """For resumable checkpoints: the phases so far (the freezing itself is recomputed from the
+        epoch by `apply_phase`, which is idempotent)."""
+        return {"phases": [list(p) for p in self.phases], "frozen": sorted(self.frozen)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.phases = [(int(e), int(n)) for e, n in state_dict["phases"]]
+        self.frozen = {int(i) for i in state_dict["frozen"]}
+
     def _encoder(self, pl_module: L.LightningModule) -> StagedEncoder:
         if self.encoder is None:
             encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
