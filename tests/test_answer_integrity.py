@@ -101,7 +101,7 @@ def test_out_of_range_numbers_are_clipped_and_counted_never_nan(penguins_mlp):
     for optimize in ("none", "int8"):
         bundle = rt.load(root / optimize)
         rec = json_records(test.drop(columns=["species"]))[0]
-        state = next(c for c in bundle.manifest["preprocessor"]["columns"] if c["name"] == "body_mass_g")
+        state = next(c for c in bundle.manifest["preprocessor"]["tabular"]["columns"] if c["name"] == "body_mass_g")
         out = bundle.infer([{**rec, "body_mass_g": 1e308}, {**rec, "body_mass_g": state["high"]}, rec,
                             {**rec, "island": "Atlantis"}])
         assert np.isfinite(out["proba"]).all()
@@ -121,7 +121,7 @@ def test_bundles_from_before_clipping_still_load_and_clip_nothing(penguins_mlp, 
     old = tmp_path / "old"
     shutil.copytree(root / "none", old)
     manifest = json.loads((old / "waypost.json").read_text())
-    for col in manifest["preprocessor"]["columns"]:
+    for col in manifest["preprocessor"]["tabular"]["columns"]:
         col.pop("low", None), col.pop("high", None)
     (old / "waypost.json").write_text(json.dumps(manifest))
     rec = {**json_records(test.drop(columns=["species"]))[0], "body_mass_g": 9000.0}
@@ -134,7 +134,7 @@ def _nan_bundle(src: Path, dst: Path) -> Path:
     into an infinite input: the graph answers NaN for those rows (the self-test row passes)."""
     shutil.copytree(src, dst)
     manifest = json.loads((dst / "waypost.json").read_text())
-    col = next(c for c in manifest["preprocessor"]["columns"] if c["name"] == "body_mass_g")
+    col = next(c for c in manifest["preprocessor"]["tabular"]["columns"] if c["name"] == "body_mass_g")
     col.update(mean=col["median"], std=1e-300)
     col.pop("low"), col.pop("high")
     (dst / "waypost.json").write_text(json.dumps(manifest))
@@ -146,7 +146,7 @@ def test_non_finite_outputs_are_errors_naming_the_row_never_answers(penguins_mlp
     bundle_dir = _nan_bundle(root / "none", tmp_path / "nan")
     bundle = rt.load(bundle_dir)
     records = json_records(test.drop(columns=["species"]))
-    median = next(c for c in bundle.manifest["preprocessor"]["columns"] if c["name"] == "body_mass_g")["median"]
+    median = next(c for c in bundle.manifest["preprocessor"]["tabular"]["columns"] if c["name"] == "body_mass_g")["median"]
     fine = {**records[0], "body_mass_g": median}
     with pytest.raises(DataError, match=r"row 1: the model's output is not a finite number"):
         bundle.predict([fine, records[1]])

@@ -86,11 +86,13 @@ def test_a_server_never_starts_or_says_ready_on_a_bad_bundle(bundles, tmp_path):
     (lambda m: m["model"].pop("digest"), r"missing key 'model\.digest'"),
     (lambda m: m["features"].pop("island"), r"'preprocessor' preprocesses column\(s\) \['island'\]"),
     (lambda m: m["features"].update(beak_colour="category"), r"feature\(s\) \['beak_colour'\] have no fitted"),
-    (lambda m: m["preprocessor"]["columns"][1].pop("median"), r"missing key 'preprocessor\.columns\.1\.median'"),
+    (lambda m: m["preprocessor"]["tabular"]["columns"][1].pop("median"),
+     r"missing key 'preprocessor\.tabular\.columns\.1\.median'"),
     (lambda m: m["target_encoder"].update(classes=["Adelie"]), r"at least two classes"),
     (lambda m: m.update(task="ranking"), r"'task' is 'ranking'"),
     (lambda m: m["features"].update(island="colour"), r"feature 'island' has type 'colour'"),
-    (lambda m: m["preprocessor"]["columns"][0].update(kind="shape"), r"'preprocessor\.columns\.0\.kind' is 'shape'"),
+    (lambda m: m["preprocessor"]["tabular"]["columns"][0].update(kind="shape"),
+     r"'preprocessor\.tabular\.columns\.0\.kind' is 'shape'"),
 ])
 def test_a_hand_edited_manifest_names_the_key_at_fault(bundles, tmp_path, change, message):
     bad = _copy(bundles / "clf", tmp_path / "edited")

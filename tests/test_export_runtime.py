@@ -53,7 +53,7 @@ def test_blend_parity_and_bundle_contents(default_blend, tmp_path):
     p, test = default_blend
     p.export(tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / "waypost.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["model"]["inputs"] == ["numeric", "gbm"]
+    assert manifest["format_version"] == 2 and manifest["model"]["inputs"] == ["numeric", "gbm"]
     assert set(manifest["model"]["parts"]) == {"gbm", "mlp"} and manifest["lineage"]["data_digest"]
     bundle = rt.load(tmp_path / "b")
     records = test.head(50).to_dict("records")
@@ -166,7 +166,7 @@ def test_bundle_load_errors_name_the_file(default_blend, tmp_path):
     p.export(tmp_path / "b")
     manifest = tmp_path / "b" / "waypost.json"
     good = manifest.read_text()
-    manifest.write_text(good.replace('"format_version": 1', '"format_version": 7'))
+    manifest.write_text(good.replace('"format_version": 2', '"format_version": 7'))
     with pytest.raises(ModelFileError, match="upgrade waypost"):
         rt.load(tmp_path / "b")
     manifest.write_text(good)

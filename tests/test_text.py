@@ -63,7 +63,7 @@ def test_text_bundle_carries_the_tokenizer_and_runs_without_torch(scratch, texts
     assert report["max_abs_diff_vs_model"] <= 1e-4
     manifest = json.loads((tmp_path / "b" / "waypost.json").read_text())
     assert manifest["model"]["inputs"] == ["input_ids", "attention_mask"]
-    assert json.loads(manifest["preprocessor"]["text"]["tokenizer"])["model"]["type"] == "WordPiece"
+    assert json.loads(manifest["preprocessor"]["columns"][0]["tokenizer"])["model"]["type"] == "WordPiece"
     rows = [{"text": t} for t in test["text"].head(100)] + [{"text": None}]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     script = TEXT_BLOCKER + textwrap.dedent(f"""
@@ -221,7 +221,7 @@ def test_scratch_transformer_trains_and_exports_with_a_dynamic_sequence_axis(tex
 
 def test_the_plan_picks_the_text_model_by_weights_size_and_latency_budget(texts):
     from waypost.config import WaypostConfig
-    from waypost.planning import resolve_job
+    from waypost.pipelines.plan import resolve_job
 
     train, _ = texts
     choice = {}

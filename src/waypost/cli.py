@@ -80,7 +80,7 @@ def init(
         from waypost.config import WaypostConfig
         from waypost.data.io import read_table
         from waypost.errors import ConfigError
-        from waypost.planning import resolve_job
+        from waypost.pipelines.plan import resolve_job
 
         if output.exists() and not force:
             raise ConfigError(f"{output} exists; pass --force to overwrite it")
@@ -132,7 +132,7 @@ def train(
     def go() -> None:
         from waypost.config import WaypostConfig
         from waypost.errors import ConfigError
-        from waypost.fitting import fit_predictor
+        from waypost.pipelines.fit import fit
         from waypost.predictor import Predictor
 
         cfg = WaypostConfig.from_yaml(config)
@@ -151,8 +151,8 @@ def train(
         valid_path = base / cfg.data.valid if cfg.data.valid else None
         run_name = name or f"{cfg.target}-{time.strftime('%Y%m%d-%H%M%S')}"
         model_dir = output / run_name
-        predictor = Predictor.from_config(cfg, verbose=not quiet)
-        fit_predictor(predictor, train_path, valid_path, resume=resume, save_to=model_dir, started=started)
+        predictor = Predictor.from_fitted(fit(cfg, train_path, valid_path, verbose=not quiet, resume=resume,
+                                              save_to=model_dir, started=started))
         latest = point_latest(output, run_name)
         print_plan(predictor.plan_)
         print_metrics(predictor.validation_metrics_, "validation metrics")

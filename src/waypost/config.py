@@ -27,6 +27,9 @@ class _Strict(BaseModel):
 class FeatureConfig(_Strict):
     type: FeatureType
     reason: str = ""
+    encoder: str | None = Field(None, description="An encoder column's architecture when the table has several "
+                                "(a registered name; unset: chosen by the column's kind).")
+    encoder_reason: str = ""
 
 
 class DataConfig(_Strict):
@@ -174,6 +177,9 @@ class ModelConfig(_Strict):
     text: TextConfig = Field(default_factory=TextConfig)
     fusion_hidden: int = Field(128, ge=1, description="Width of the combiner layer that fuses an image or text "
                                "column's features with the tabular ones.")
+    combiner: Literal["auto", "concat", "transformer"] = Field(
+        "auto", description="How several encoder columns are fused: concat + MLP (auto for two or three column "
+        "blocks) or a Transformer over one token per column (auto for more).")
 
 
 class TrainingConfig(_Strict):

@@ -32,14 +32,12 @@ def read_versioned_json(directory: str | Path, filename: str, *, fmt: str, max_v
         raise ModelFileError(
             f"{path} has format_version {version!r}; this waypost reads up to {max_version}: upgrade waypost"
         )
-    return manifest
+    return migrate(manifest)
 
 
 # ---- structure --------------------------------------------------------------------------------
 # A spec maps each required key to its type (or a tuple of types) or to a nested spec (a dict).
 Spec = dict[str, Any]
-
-TASKS = ("binary", "multiclass", "regression")
 
 # What each tabular column's fitted state must hold, by kind (the numpy runtime reads exactly these).
 COLUMN_STATE: dict[str, Spec] = {
@@ -78,29 +76,39 @@ def require(obj: Any, spec: Spec, where: str, prefix: str = "") -> None:
 
 
 def require_preprocessor(state: Any, features: dict[str, str], where: str, key: str = "preprocessor") -> None:
-    """The fitted preprocessing state names every feature once, and each column's state is complete."""
+    """The fitted preprocessing state (the format-2 "frame" layout, `waypost.kinds.frame`; readers
+    migrate format 1 first) names every feature once, and each column's state is complete."""
     require({key: state}, {key: {"kind": str}}, where)
-    kind = state["kind"]
+    if state["kind"] != "frame":
+        raise ModelFileError(f"{where}: '{key}.kind' is {state['kind']!r}; expected 'frame'")
+    require(state, {"columns": list}, where, f"{key}.")
     named: list[str] = []
-    if kind.endswith("_frame"):
-        part = kind.removesuffix("_frame")
-        if part not in PART_STATE:
-            raise ModelFileError(f"{where}: '{key}.kind' is {kind!r}; expected tabular, image_frame or text_frame")
-        require(state, {"column": str, part: PART_STATE[part]}, where, f"{key}.")
-        named.append(state["column"])
-        tabular = state.get("tabular")
-        if tabular is not None:
-            named += _tabular_columns(tabular, where, f"{key}.tabular")
-    elif kind == "tabular":
-        named += _tabular_columns(state, where, key)
-    else:
-        raise ModelFileError(f"{where}: '{key}.kind' is {kind!r}; expected tabular, image_frame or text_frame")
+    for i, entry in enumerate(state["columns"]):
+        at = f"{key}.columns.{i}."
+        require(entry, {"kind": str, "name": str, "inputs": list}, where, at)
+        spec = PART_STATE.get(entry["kind"])
+        if spec is None:
+            raise ModelFileError(f"{where}: '{at}kind' is {entry['kind']!r}; expected one of {sorted(PART_STATE)}")
+        require(entry, spec, where, at)
+        named.append(entry["name"])
+    if state.get("tabular") is not None:
+        named += _tabular_columns(state["tabular"], where, f"{key}.tabular")
     missing = [f for f in features if f not in named]
     extra = [c for c in named if c not in features]
     if missing:
         raise ModelFileError(f"{where}: feature(s) {missing} have no fitted preprocessing in '{key}'")
     if extra:
         raise ModelFileError(f"{where}: '{key}' preprocesses column(s) {extra} that 'features' does not list")
+
+
+def migrate(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 manifest read as format 2, in memory (the file is not touched): its preprocessor in
+    the one "frame" layout. Later format changes add their step here."""
+    from waypost.kinds.frame import frame_state
+
+    if isinstance(manifest.get("preprocessor"), dict):
+        manifest["preprocessor"] = frame_state(manifest["preprocessor"])
+    return manifest
 
 
 def _tabular_columns(state: dict[str, Any], where: str, key: str) -> list[str]:
@@ -118,10 +126,16 @@ def _tabular_columns(state: dict[str, Any], where: str, key: str) -> list[str]:
 
 
 def require_target(state: Any, task: str, where: str, key: str = "target_encoder") -> None:
-    """The label map for classification (at least two classes), mean/std for regression."""
-    if task not in TASKS:
-        raise ModelFileError(f"{where}: 'task' is {task!r}; expected one of {list(TASKS)}")
-    spec = {"classes": list} if task != "regression" else {"mean": (int, float), "std": (int, float)}
+    """The label map for classification (at least two classes), mean/std for regression: the
+    task's codec (`waypost.tasks`, imported here only: it needs numpy, which the runtime has)."""
+    from waypost.errors import ConfigError
+    from waypost.tasks import get_task, task_names
+
+    try:
+        classification = get_task(task).is_classification
+    except ConfigError:
+        raise ModelFileError(f"{where}: 'task' is {task!r}; expected one of {list(task_names())}") from None
+    spec = {"classes": list} if classification else {"mean": (int, float), "std": (int, float)}
     require({key: state}, {key: spec}, where)
-    if task != "regression" and len(state["classes"]) < 2:
+    if classification and len(state["classes"]) < 2:
         raise ModelFileError(f"{where}: '{key}.classes' must hold at least two classes, got {state['classes']!r}")

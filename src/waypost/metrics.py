@@ -45,7 +45,6 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 def raw_metrics(predictor: Any, raw: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """`evaluate`'s metrics from a model's raw outputs (probabilities, or standardised values) on
     encoded targets: what fitting, pruning and distillation report without predicting again."""
-    if predictor.task_ == "regression":
-        decode = predictor.target_encoder_.inverse_transform
-        return regression_metrics(decode(y), decode(raw))
-    return classification_metrics(y, raw)
+    from waypost.tasks import get_task
+
+    return get_task(predictor.task_).metrics(y, raw, predictor.target_encoder_)

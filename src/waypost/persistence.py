@@ -18,7 +18,9 @@ from waypost.errors import ModelFileError
 
 MANIFEST = "waypost_model.json"
 FORMAT = "waypost.model"
-FORMAT_VERSION = 1
+#: 2: the preprocessor is one "frame" state for every table (columns by kind, see
+#: `waypost.kinds.frame`), parts are named by their registered kind; version 1 still loads.
+FORMAT_VERSION = 2
 
 
 @contextlib.contextmanager
@@ -114,3 +116,57 @@ def check_model_manifest(manifest: dict[str, Any], directory: str | Path) -> Non
     if selected not in parts and not (selected == "blend" and len(weights) > 1):
         raise ModelFileError(f"{where}: 'selected' is {selected!r}, but the model's parts are {sorted(parts)}"
                              + (" and it has no blend" if selected == "blend" else ""))
+
+
+# ---- the fitted model ---------------------------------------------------------------------------
+def save_model(model: Any, path: Path) -> Path:
+    """Write a FittedModel as a model directory (atomically: see `atomic_directory`)."""
+    from waypost import __version__
+
+    with atomic_directory(path) as tmp:
+        parts = {name: part.save(tmp) for name, part in model.parts.items()}
+        write_manifest(tmp, {
+            "waypost_version": __version__,
+            "target": model.target,
+            "task": model.task,
+            "features": model.features,
+            "config": model.config.to_dict(),
+            "preprocessor": model.preprocessor.to_state(),
+            "target_encoder": model.target_encoder.to_state(),
+            "selected": model.selected,
+            "blend_weights": model.weights,
+            "parts": parts,
+            "plan": [d.to_dict() for d in model.plan],
+            "validation_metrics": model.validation_metrics,
+            "validation_scores": model.validation_scores,
+            "history": model.history,
+            "lineage": model.lineage,
+        })
+    return path
+
+
+def load_model(path: Path) -> Any:
+    """A model directory (format 1 or 2) -> FittedModel, each part loaded by its kind."""
+    from waypost.config import WaypostConfig
+    from waypost.data.frame_preprocess import FramePreprocessor
+    from waypost.data.target import TargetEncoder
+    from waypost.models.parts import load_part
+    from waypost.pipelines.fitted import FittedModel
+    from waypost.plan import Decision
+
+    manifest = read_manifest(path)
+    check_model_manifest(manifest, path)
+    try:
+        cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/{MANIFEST}")
+        parts = {name: load_part(Path(path), entry) for name, entry in manifest["parts"].items()}
+        return FittedModel(
+            config=cfg, task=manifest["task"], target=manifest["target"], features=dict(manifest["features"]),
+            preprocessor=FramePreprocessor.from_state(manifest["preprocessor"]),
+            target_encoder=TargetEncoder.from_state(manifest["target_encoder"]), parts=parts,
+            weights=dict(manifest["blend_weights"]), selected=manifest["selected"],
+            plan=[Decision.from_dict(d) for d in manifest["plan"]],
+            validation_metrics=manifest.get("validation_metrics", {}),
+            validation_scores=manifest.get("validation_scores", {}),
+            history=manifest.get("history", {}), lineage=manifest.get("lineage", {}))
+    except (KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}/{MANIFEST} is incomplete or corrupt: {exc!r}") from None

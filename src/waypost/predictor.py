@@ -14,12 +14,13 @@ import pandas as pd
 
 from waypost.config import WaypostConfig
 from waypost.errors import DataError, NotFittedError
+from waypost.estimator import EstimatorMixin
 from waypost.plan import Decision, render_plan
 
 DataLike = pd.DataFrame | str | os.PathLike
 
 
-class Predictor:
+class Predictor(EstimatorMixin):
     """Train, evaluate, save and load a model for one target column.
 
     Parameters mirror the config file; `config` (a WaypostConfig or dict) wins over the shortcuts.
@@ -42,6 +43,7 @@ class Predictor:
         model_name: str | None = None,
         seed: int = 0,
         verbose: bool = True,
+        callbacks: list | None = None,
     ) -> None:
         self.target = target
         self.task = task
@@ -55,6 +57,7 @@ class Predictor:
         self.model_name = model_name
         self.seed = seed
         self.verbose = verbose
+        self.callbacks = callbacks
 
     # ---- configuration ------------------------------------------------------------------------
     def make_config(self) -> WaypostConfig:
@@ -82,23 +85,62 @@ class Predictor:
         return cls(cfg.target, config=cfg, **kwargs)
 
     # ---- fit ----------------------------------------------------------------------------------
-    def fit(self, train_data: DataLike, valid_data: DataLike | None = None, *, resume: bool = False) -> Predictor:
-        """Fit on `train_data` (validation split off it unless `valid_data` is given); returns self.
+    def fit(self, X: DataLike, y: Any = None, valid_data: DataLike | None = None, *, resume: bool = False) -> Predictor:
+        """Fit on `X` (validation split off it unless `valid_data` is given); returns self.
+
+        `X` holds the target column, or (scikit-learn's habit) `y` gives the target values for X's
+        rows and `valid_data` may be an (X_valid, y_valid) pair: see `waypost.estimator`.
 
         SIGINT/SIGTERM (main thread) stop the fit at the next batch or boosting round: the MLflow run
         ends KILLED and `waypost.train.interrupt.FitInterrupted` is raised (its `checkpoint` names the
         folder). With `training.checkpoint_dir` set, `resume=True` continues such a fit of the same
         config and data from its last completed epoch (a fresh fit when none matches).
         """
-        from waypost.fitting import fit_predictor
+        from waypost.pipelines.fit import fit
 
-        fit_predictor(self, train_data, valid_data, resume=resume)
+        with self._sklearn_fit(X, y, valid_data) as (train_data, valid_data):
+            self.fitted_ = fit(self.make_config(), train_data, valid_data, callbacks=list(getattr(self, "callbacks", None) or []),
+                               verbose=self.verbose, resume=resume)
         return self
 
     # ---- inference ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "fitted_"):
             raise NotFittedError("this Predictor is not fitted yet: call fit() or Predictor.load()")
+
+    # ---- learned state: read from the FittedModel (`fitted_`), never written from outside ------
+    def _learned(self, name: str) -> Any:
+        self._check_fitted()
+        return getattr(self.fitted_, name)
+
+    config_ = property(lambda self: self._learned("config"), doc="the resolved config")
+    plan_ = property(lambda self: self._learned("plan"), doc="every decision, with its reason")
+    task_ = property(lambda self: self._learned("task"))
+    target_ = property(lambda self: self._learned("target"))
+    features_ = property(lambda self: self._learned("features"), doc="column -> kind")
+    preprocessor_ = property(lambda self: self._learned("preprocessor"))
+    target_encoder_ = property(lambda self: self._learned("target_encoder"))
+    parts_ = property(lambda self: self._learned("parts"))
+    selected_ = property(lambda self: self._learned("selected"))
+    blend_weights_ = property(lambda self: self._learned("weights"))
+    validation_metrics_ = property(lambda self: self._learned("validation_metrics"))
+    validation_scores_ = property(lambda self: self._learned("validation_scores"))
+    history_ = property(lambda self: self._learned("history"))
+    lineage_ = property(lambda self: self._learned("lineage"))
+    registered_model_ = property(lambda self: self._learned("registered_model"))
+
+    @property
+    def model_(self) -> Any:
+        """The FittedModel itself (its `predict_raw` is the ensemble's)."""
+        self._check_fitted()
+        return self.fitted_
+
+    @classmethod
+    def from_fitted(cls, fitted: Any, **kwargs: Any) -> Predictor:
+        """A Predictor holding `fitted` (a FittedModel): what load, pruning and distillation return."""
+        out = cls(fitted.target, config=fitted.config, verbose=False, **kwargs)
+        out.fitted_ = fitted
+        return out
 
     def _arrays(self, data: DataLike) -> tuple[pd.DataFrame, Any]:
         from waypost.data.io import read_table
@@ -112,7 +154,7 @@ class Predictor:
 
     def _raw(self, data: DataLike) -> tuple[pd.DataFrame, np.ndarray]:
         df, arrays = self._arrays(data)
-        raw = self.model_.predict_raw(arrays)
+        raw = self.fitted_.predict_raw(arrays)
         finite = np.isfinite(raw.reshape(len(raw), -1)).all(axis=1)
         if not finite.all():  # the runtime's rule: never answer NaN or infinity
             from waypost.runtime.bundle import NonFiniteOutput
@@ -133,23 +175,25 @@ class Predictor:
         _, raw = self._raw(data)
         return self._decode(raw)
 
+    def _task(self) -> Any:
+        from waypost.tasks import get_task
+
+        return get_task(self.task_)
+
     def _decode(self, raw: np.ndarray) -> np.ndarray:
-        if self.task_ == "regression":
-            return self.target_encoder_.inverse_transform(raw)
-        return self.target_encoder_.inverse_transform(raw.argmax(1))
+        return self._task().decode(raw, self.target_encoder_.to_state())["prediction"]
 
     def predict_proba(self, data: DataLike) -> pd.DataFrame:
         """One column per class, named by the class label, in `classes_` order."""
-        if getattr(self, "task_", None) == "regression":
-            raise DataError("predict_proba is for classification; this model's task is regression")
+        if hasattr(self, "fitted_") and not self._task().is_classification:
+            raise DataError(f"predict_proba is for classification; this model's task is {self.task_}")
         df, raw = self._raw(data)
         return pd.DataFrame(raw, columns=list(self.classes_), index=df.index)
 
     def evaluate(self, data: DataLike) -> dict[str, float]:
         from waypost.data.io import read_table
         from waypost.data.target import drop_missing_target
-        from waypost.metrics import classification_metrics, regression_metrics
-        from waypost.planning import require_target
+        from waypost.pipelines.plan import require_target
 
         self._check_fitted()
         df = read_table(data)
@@ -158,16 +202,13 @@ class Predictor:
         if df.empty:
             raise DataError(f"target column '{self.target_}' has no values in the evaluation data")
         _, raw = self._raw(df)
-        if self.task_ == "regression":
-            y = pd.to_numeric(df[self.target_], errors="coerce").to_numpy(dtype=np.float64)
-            return regression_metrics(y, self._decode(raw))
-        return classification_metrics(self.target_encoder_.transform(df[self.target_]), raw)
+        return self._task().metrics(self.target_encoder_.transform(df[self.target_]), raw, self.target_encoder_)
 
     # ---- introspection ------------------------------------------------------------------------
     @property
     def classes_(self) -> list[Any]:
         self._check_fitted()
-        if self.task_ == "regression":
+        if not self._task().is_classification:
             raise AttributeError("classes_ is only defined for classification")
         return list(self.target_encoder_.classes_)
 
@@ -184,10 +225,10 @@ class Predictor:
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        from waypost.fitting import save_predictor
+        from waypost.persistence import save_model
 
         self._check_fitted()
-        return save_predictor(self, Path(path))
+        return save_model(self.fitted_, Path(path))
 
     def export(self, path: str | os.PathLike, *, optimize: str = "none", data: DataLike | None = None,
                register: bool = True, alias: str | None = "champion") -> dict[str, Any]:
@@ -212,12 +253,12 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
-        from waypost.fitting import load_predictor
+        from waypost.persistence import load_model
 
-        return load_predictor(cls, Path(path))
+        return cls.from_fitted(load_model(Path(path)))
 
     def __repr__(self) -> str:
-        state = f"fitted: {self.selected_}, task={self.task_}" if hasattr(self, "model_") else "not fitted"
+        state = f"fitted: {self.selected_}, task={self.task_}" if hasattr(self, "fitted_") else "not fitted"
         return f"Predictor(target={self.target!r}, preset={self.preset!r}, {state})"
 
 

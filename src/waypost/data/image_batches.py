@@ -30,7 +30,8 @@ def _tensor(value: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
 class ImageBatches:
     """Yields (images float32 normalised, *extra, targets) per batch.
 
-    images: uint8 (N, C, H, W). targets: (N,) class indices or values. extra: further per-row
+    images: uint8 (N, C, H, W). targets: (N,) int64 class indices, or float32 standardised values
+    for regression (float64 is narrowed to float32). extra: further per-row
     tensors (e.g. tabular features for a fused model), sliced alongside. augment: a resolved
     `AugmentConfig` (None or disabled: no augmentation). With mixup/cutmix on, training batches
     carry soft targets (N, n_classes); eval batches always carry the original targets.
@@ -57,6 +58,8 @@ class ImageBatches:
     ) -> None:
         self.images = _tensor(images, "images")
         self.targets = _tensor(targets, "targets")
+        if self.targets.dtype == torch.float64:  # regression values: the network computes in float32
+            self.targets = self.targets.float()
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise DataError(f"ImageBatches: images must be uint8 (N, C, H, W), got {self.images.dtype} "
                             f"{tuple(self.images.shape)}")

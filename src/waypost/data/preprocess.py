@@ -1,8 +1,10 @@
 """Per-type preprocessors for tabular columns, fitted on training rows only.
 
-Fitted state is plain JSON (`to_state`), never a pickle, so the bundle stays inspectable and the
-numpy-only runtime can re-implement each transform from the state alone. Every transform is
-vectorised (pandas/numpy): batch prediction runs them on chunks of 50,000+ rows.
+Fitting happens here, in pandas; transforming does not: every view is computed by the deployment
+runtime's numpy transform (`waypost.runtime.features`) from the fitted state (`to_state`, plain
+JSON, never a pickle), so training and the bundle run one implementation of the formulas. What
+stays here is input adaptation: pandas parses dates in the formats it guesses, coerces numeric
+strings (a bad one is an error naming its row), and factorises category columns in C.
 
 Contract shared by the column preprocessors: `transform(series)` returns an array of shape
 (n, len(output_names)) for the MLP (imputed, standardised, never NaN), and `transform_gbm(series)`
@@ -21,10 +23,9 @@ import pandas as pd
 from waypost.data.types import TABULAR_TYPES
 from waypost.errors import DataError, NotFittedError
 from waypost.data.convert import _column_name, _factorize, _to_datetime, _to_float, canonical_string
-from waypost.runtime.features import clip_bounds
-
-_NS_PER_DAY = 86_400 * 10**9
-_NS_PER_YEAR = 365.2425 * _NS_PER_DAY
+from waypost.runtime.features import (
+    _NS_PER_DAY, _NS_PER_YEAR, ISSUES, ColumnTransform, Distinct, TabularTransform, clip_bounds,
+)
 
 __all__ = [
     "BinaryPreprocessor", "CategoryPreprocessor", "DatetimePreprocessor", "NumericPreprocessor",
@@ -35,7 +36,8 @@ __all__ = [
 class _Column:
     """Shared plumbing: name, fitted check, the two views, JSON state round trip.
 
-    Subclasses implement `fit`, `_views(series) -> (mlp, gbm)` and `_mlp_names()`.
+    Subclasses implement `fit`, `_adapt(series)` (pandas -> what the runtime's transform takes)
+    and `_mlp_names()`; the views themselves are the runtime's `ColumnTransform` of the state.
     """
 
     kind: ClassVar[str] = ""
@@ -83,6 +85,12 @@ class _Column:
         return self._views(series)
 
     def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        mlp, gbm, issues = ColumnTransform(self.to_state())(self._adapt(series))
+        self.last_unseen_count_ = int(issues["unseen"].sum()) if "unseen" in issues else 0
+        self.last_clipped_count_ = int(issues["clipped"].sum()) if "clipped" in issues else 0
+        return mlp, gbm
+
+    def _adapt(self, series: pd.Series) -> Any:
         raise NotImplementedError
 
     def _params(self) -> dict[str, Any]:
@@ -103,11 +111,7 @@ class _Column:
                 setattr(obj, key + "_", state[key] if key in state or key not in cls._optional else cls._optional[key])
         except KeyError as exc:
             raise DataError(f"{cls.kind} preprocessor state for column {state.get('name')!r} lacks {exc}") from None
-        obj._restore()
         return obj
-
-    def _restore(self) -> None:
-        """Rebuild derived (non-state) attributes after from_state."""
 
 
 class NumericPreprocessor(_Column):
@@ -138,17 +142,8 @@ class NumericPreprocessor(_Column):
         self.low_, self.high_ = clip_bounds(float(present.min()), float(present.max()))
         return self
 
-    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        x = _to_float(series, self._check_fitted())
-        if self.low_ is not None:
-            outside = (x < self.low_) | (x > self.high_)
-            self.last_clipped_count_ = int(np.count_nonzero(outside))
-            if self.last_clipped_count_:
-                x = np.clip(x, self.low_, self.high_)
-        missing = np.isnan(x)
-        z = (np.where(missing, self.median_, x) - self.mean_) / self.std_
-        mlp = np.column_stack([z, missing] if self.add_indicator_ else [z]).astype(np.float32)
-        return mlp, x.astype(np.float32)[:, None]
+    def _adapt(self, series: pd.Series) -> np.ndarray:
+        return _to_float(series, self._check_fitted())  # pandas' to_numeric, row-numbered errors
 
 
 class CategoryPreprocessor(_Column):
@@ -158,7 +153,9 @@ class CategoryPreprocessor(_Column):
     times (ties broken by value, so the codes are deterministic). After each `transform`,
     `last_unseen_count_` holds how many non-missing values fell outside the vocabulary (drift
     monitoring reads it). The MLP view is int64 codes (n, 1); the GBM view is the 0-based code of
-    known categories as float, and K (= number of known categories) for the unknown bucket.
+    known categories as float, and K (= number of known categories) for the unknown bucket (not
+    NaN: LightGBM and its ONNX export agree on integer codes, but route NaN on categorical splits
+    differently, and a deployed model must predict exactly what was validated).
     """
 
     kind = "category"
@@ -182,11 +179,7 @@ class CategoryPreprocessor(_Column):
             counts[value] = counts.get(value, 0) + count
         ranked = sorted((kv for kv in counts.items() if kv[1] >= self.min_frequency), key=lambda kv: (-kv[1], kv[0]))
         self.categories_ = [value for value, _ in ranked[: self.max_categories]]
-        self._restore()
         return self
-
-    def _restore(self) -> None:
-        self._index = {value: i + 1 for i, value in enumerate(self.categories_)}
 
     @property
     def cardinality_(self) -> int:
@@ -194,17 +187,8 @@ class CategoryPreprocessor(_Column):
         self._check_fitted()
         return len(self.categories_) + 1
 
-    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        codes, canon = _factorize(series, self._check_fitted())
-        lookup = np.array([self._index.get(v, 0) for v in canon] + [0], dtype=np.int64)
-        out = lookup[codes]  # code -1 (missing) picks the trailing 0
-        self.last_unseen_count_ = int(np.count_nonzero((out == 0) & (codes >= 0)))
-        # GBM view: known categories 0..K-1, and the unknown/missing bucket as its own code K (not
-        # NaN): LightGBM and its ONNX export agree on integer codes, but route NaN on categorical
-        # splits differently, and a deployed model must predict exactly what was validated.
-        gbm = out.astype(np.float32) - 1.0
-        gbm[gbm < 0] = float(len(self.categories_))
-        return out[:, None], gbm[:, None]
+    def _adapt(self, series: pd.Series) -> Distinct:
+        return Distinct(*_factorize(series, self._check_fitted()))  # pandas factorises in C
 
 
 def _binary_key(value: str) -> tuple[int, float, str]:
@@ -237,20 +221,15 @@ class BinaryPreprocessor(_Column):
         self.add_indicator_ = bool((codes < 0).any())
         return self
 
-    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        codes, canon = _factorize(series, self._check_fitted())
-        index = {v: float(i) for i, v in enumerate(self.values_)}
-        x = np.array([index.get(v, np.nan) for v in canon] + [np.nan], dtype=np.float64)[codes]
-        missing = np.isnan(x)
-        self.last_unseen_count_ = int(np.count_nonzero(missing & (codes >= 0)))
-        cols = [np.where(missing, 0.5, x)] + ([missing] if self.add_indicator_ else [])
-        return np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None]
+    def _adapt(self, series: pd.Series) -> Distinct:
+        return Distinct(*_factorize(series, self._check_fitted()))
 
 
 class DatetimePreprocessor(_Column):
     """Standardised fractional year (trend) + sin/cos of month, weekday, day of year (and hour).
 
-    Cyclic encodings keep December next to January. The hour pair exists only when training had
+    Cyclic encodings keep December next to January; the trend is clipped to the training range
+    widened like a number's (`clip_bounds`). The hour pair exists only when training had
     times other than midnight; missing or unparseable dates take the training median, flagged by
     an indicator when training had gaps. The GBM view is the raw year fraction, month, day of
     week, day of year (and hour) with NaN for missing.
@@ -287,36 +266,9 @@ class DatetimePreprocessor(_Column):
         name = self._check_fitted()
         return [f"{name}__{p}" for p in ("year", "month", "dayofweek", "dayofyear", "hour")[: 5 if self.has_time_ else 4]]
 
-    @staticmethod
-    def _fields(ts: np.ndarray) -> dict[str, np.ndarray]:
-        idx = pd.DatetimeIndex(ts)
-        return {"year": ts.astype(np.int64) / _NS_PER_YEAR + 1970.0, "month": idx.month.to_numpy(np.float64),
-                "dow": idx.dayofweek.to_numpy(np.float64), "doy": idx.dayofyear.to_numpy(np.float64),
-                "hour": idx.hour.to_numpy(np.float64), "minute": idx.minute.to_numpy(np.float64)}
-
-    def _views(self, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        ts = _to_datetime(series, self._check_fitted())
-        missing = np.isnat(ts)
-        f = self._fields(np.where(missing, np.datetime64(0, "ns"), ts))
-        gbm = np.column_stack([f["year"], f["month"], f["dow"], f["doy"]] + ([f["hour"]] if self.has_time_ else []))
-        gbm = gbm.astype(np.float32)
-        gbm[missing] = np.nan
-        if missing.any():
-            f = self._fields(np.where(missing, np.datetime64(pd.Timestamp(self.median_).as_unit("ns")), ts))
-        cycles = {"month": (f["month"] - 1) / 12.0, "dow": f["dow"] / 7.0, "doy": (f["doy"] - 1) / 365.25,
-                  "hour": (f["hour"] + f["minute"] / 60.0) / 24.0}
-        year = f["year"]
-        if self.year_low_ is not None:  # the trend feature is clipped like a number (NumericPreprocessor)
-            outside = (year < self.year_low_) | (year > self.year_high_)
-            self.last_clipped_count_ = int(np.count_nonzero(outside & ~missing))
-            year = np.clip(year, self.year_low_, self.year_high_)
-        cols = [(year - self.year_mean_) / self.year_std_]
-        for part in self._parts():
-            angle = 2.0 * np.pi * cycles[part]
-            cols += [np.sin(angle), np.cos(angle)]
-        if self.add_indicator_:
-            cols.append(missing)
-        return np.column_stack(cols).astype(np.float32), gbm
+    def _adapt(self, series: pd.Series) -> np.ndarray:
+        # pandas parses what the runtime does not (formats it guesses, tz-aware dtypes)
+        return _to_datetime(series, self._check_fitted())
 
 
 _COLUMN_TYPES: dict[str, type[_Column]] = {
@@ -384,27 +336,22 @@ class TabularPreprocessor:
             else:
                 self.numeric_names_ += col.output_names
             self.gbm_names_ += col.gbm_names
+        self._transform = TabularTransform(self.to_state())
+        self._last_issues: dict[str, dict[str, int]] = {}
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "columns_"):
             raise NotFittedError("TabularPreprocessor is not fitted: call fit first")
 
     def transform(self, df: pd.DataFrame) -> TabularArrays:
+        """The three views of `df`'s rows: each column adapted from pandas, then the runtime's
+        `TabularTransform` of the fitted state, the same call the deployed bundle makes."""
         self._check_fitted()
         self._check_columns(df, "predict")
-        n = len(df)
-        numeric: list[np.ndarray] = []
-        categorical: list[np.ndarray] = []
-        gbm: list[np.ndarray] = []
-        for col in self.columns_:
-            mlp_view, gbm_view = col.transform_both(df[col.name])
-            (categorical if isinstance(col, CategoryPreprocessor) else numeric).append(mlp_view)
-            gbm.append(gbm_view)
-        return TabularArrays(
-            numeric=np.hstack(numeric).astype(np.float32, copy=False) if numeric else np.zeros((n, 0), np.float32),
-            categorical=np.hstack(categorical) if categorical else np.zeros((n, 0), np.int64),
-            gbm=np.hstack(gbm).astype(np.float32, copy=False) if gbm else np.zeros((n, 0), np.float32),
-        )
+        views = self._transform({str(col.name): col._adapt(df[col.name]) for col in self.columns_}, len(df))
+        self._last_issues = {issue: {c: int(mask.sum()) for c, mask in masks.items()}
+                             for issue, masks in views[ISSUES].items()}
+        return TabularArrays(numeric=views["numeric"], categorical=views["categorical"], gbm=views["gbm"])
 
     def fit_transform(self, df: pd.DataFrame) -> TabularArrays:
         return self.fit(df).transform(df)
@@ -413,13 +360,15 @@ class TabularPreprocessor:
     def unseen_counts_(self) -> dict[str, int]:
         """Per category/binary column: values outside the training vocabulary in the last transform."""
         self._check_fitted()
-        return {str(c.name): c.last_unseen_count_ for c in self.columns_ if isinstance(c, (CategoryPreprocessor, BinaryPreprocessor))}
+        counts = self._last_issues.get("unseen", {})
+        return {str(c.name): counts.get(str(c.name), 0) for c in self.columns_ if isinstance(c, (CategoryPreprocessor, BinaryPreprocessor))}
 
     @property
     def clipped_counts_(self) -> dict[str, int]:
         """Per numeric/datetime column: values clipped to the training range in the last transform."""
         self._check_fitted()
-        return {str(c.name): c.last_clipped_count_ for c in self.columns_ if isinstance(c, (NumericPreprocessor, DatetimePreprocessor))}
+        counts = self._last_issues.get("clipped", {})
+        return {str(c.name): counts.get(str(c.name), 0) for c in self.columns_ if isinstance(c, (NumericPreprocessor, DatetimePreprocessor))}
 
     @property
     def input_issues_(self) -> dict[str, dict[str, int]]:

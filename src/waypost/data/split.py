@@ -1,30 +1,24 @@
 """Train/validation/test splits that keep the target's distribution on both sides.
 
-Classification stratifies on the class (when every class has two rows or more). Regression stratifies
-on 10 quantile bins of the target: on small, noisy tables (sklearn's diabetes: test R2 of one linear
-model ranges 0.39-0.59 across random splits) an unstratified split measures the split, not the model.
+What to stratify on is the task's (`waypost.tasks`). Classification stratifies on the class (when
+every class has two rows or more). Regression stratifies on 10 quantile bins of the target: on
+small, noisy tables (sklearn's diabetes: test R2 of one linear model ranges 0.39-0.59 across random
+splits) an unstratified split measures the split, not the model.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-REGRESSION_BINS = 10
-
 
 def stratify_labels(y: pd.Series, task: str | None) -> pd.Series | None:
-    """Labels to stratify on, or None for a random split (task None, or a class with one row)."""
+    """Labels to stratify on, or None for a random split (task None, or a class with one row):
+    the task says what (`waypost.tasks`: the class, or target deciles)."""
     if task is None:
         return None
-    if task == "regression":
-        values = pd.to_numeric(y, errors="coerce")
-        n_bins = int(min(REGRESSION_BINS, max(len(values) // 10, 1)))
-        if n_bins < 2:
-            return None
-        bins = pd.qcut(values.rank(method="first"), n_bins, labels=False)
-        return bins if bins.value_counts().min() >= 2 else None
-    counts = y.value_counts()
-    return y if len(counts) > 1 and counts.min() >= 2 else None
+    from waypost.tasks import get_task
+
+    return get_task(task).stratify_labels(y)
 
 
 def split_frame(

@@ -1,5 +1,9 @@
 """Encode the target: class labels <-> 0..K-1 codes, or a standardised regression value.
 
+Which of the two is the task's to say (`waypost.tasks.get_task(task).is_classification`); the
+numpy halves of the codec (codes -> labels, standardised -> raw values) live with the tasks, so the
+torch- and pandas-free runtime decodes exactly as this class does.
+
 The label map lands in the bundle as JSON, so `classes_` holds plain Python scalars (int, bool,
 str, float) that survive `json.dumps` and come back with their type: a model trained on labels
 0/1 predicts 0/1, not "0"/"1".
@@ -12,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from waypost.data.types import TASKS
-from waypost.errors import DataError, NotFittedError
+from waypost.errors import ConfigError, DataError, NotFittedError
+from waypost.tasks import get_task, task_names
 
 __all__ = ["TargetEncoder", "drop_missing_target"]
 
@@ -50,14 +54,17 @@ class TargetEncoder:
     """Fit on the training target; `transform` gives model targets, `inverse_transform` labels."""
 
     def __init__(self, task: str, name: str | None = None) -> None:
-        if task not in TASKS:
-            raise DataError(f"task {task!r} is not supported by TargetEncoder; expected one of {list(TASKS)}")
+        try:
+            get_task(task)
+        except ConfigError:
+            raise DataError(f"task {task!r} is not supported by TargetEncoder; expected one of {list(task_names())}") from None
         self.task = task
         self.name = name
 
     @property
     def is_classification(self) -> bool:
-        return self.task != "regression"
+        """The task's answer (`waypost.tasks`): a label map, or a standardised value."""
+        return get_task(self.task).is_classification
 
     def _check_fitted(self) -> None:
         attr = "classes_" if self.is_classification else "mean_"
@@ -141,19 +148,15 @@ class TargetEncoder:
         self._check_fitted()
         arr = np.asarray(values)
         if not self.is_classification:
-            return arr.astype(np.float64) * self.std_ + self.mean_
+            from waypost.tasks.regression import destandardise
+
+            return destandardise(arr, {"mean": self.mean_, "std": self.std_})
+        from waypost.tasks.classification import label_array
+
         codes = arr.astype(np.int64)
         if codes.size and (codes.min() < 0 or codes.max() >= len(self.classes_)):
             raise DataError(f"class codes for target {self.name!r} must lie in 0..{len(self.classes_) - 1}")
-        kinds = {type(v) for v in self.classes_}
-        dtype: Any = object
-        if kinds == {int}:
-            dtype = np.int64
-        elif kinds == {bool}:
-            dtype = bool
-        elif kinds <= {int, float}:
-            dtype = np.float64
-        return np.asarray(self.classes_, dtype=dtype)[codes]
+        return label_array(self.classes_)[codes]
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe state: the label map for classification, mean/std for regression."""

@@ -23,85 +23,74 @@ MAX_METRIC_DROP = 0.01
 
 
 def synthetic_rows(predictor: Any, n: int = 16) -> pd.DataFrame:
-    """Rows built from the fitted state alone (medians, known categories, some missing): lets an
-    export trace, check parity and time latency when the caller passes no data."""
+    """Rows built from the fitted state alone, each column's values by its kind (tabular: medians,
+    known categories, one row with every value missing; images: random pixels of the trained size;
+    texts: words from the tokenizer's vocabulary): lets an export trace, check parity and time
+    latency when the caller passes no data. Tables with an encoder column get `n // 2` rows (an
+    encoder row costs far more)."""
+    from waypost.kinds import get_kind
+    from waypost.kinds.frame import encoder_columns, tabular_columns
+
     rng = np.random.default_rng(0)
-    data: dict[str, list[Any]] = {}
     state = predictor.preprocessor_.to_state()
-    for col in state.get("tabular", state)["columns"]:  # a fused image table: its tabular columns
-        kind, name = col["kind"], col["name"]
-        if kind == "numeric":
-            vals: list[Any] = list(col["median"] + col["std"] * rng.standard_normal(n))
-        elif kind == "category":
-            vals = [col["categories"][i % len(col["categories"])] if col["categories"] else "x" for i in range(n)]
-        elif kind == "binary":
-            vals = [col["values"][i % len(col["values"])] for i in range(n)]
-        else:
-            vals = [col["median"]] * n
-        vals[-1] = None  # one row with every value missing
-        data[name] = vals
-    return pd.DataFrame(data)
+    encoders = encoder_columns(state)
+    n = n // 2 if encoders else n
+    data: dict[str, list[Any]] = {}
+    for entry in encoders:
+        data[entry["name"]] = get_kind(entry["kind"]).synthetic_cells(entry, n, rng)
+    for col in tabular_columns(state):
+        vals = get_kind(col["kind"]).synthetic_cells(col, n, rng)
+        vals[-1] = None  # one row with every tabular value missing
+        data[col["name"]] = vals
+    return pd.DataFrame(data)[list(predictor.features_)]
 
 
-def synthetic_column_rows(predictor: Any, n: int = 8) -> pd.DataFrame:
-    """Rows for an image or text model built from its fitted state (random pixels of the trained size,
-    or texts from the tokenizer's vocabulary; synthetic tabular columns for a fused table): enough to
-    trace the graph and time it without data."""
-    pre = predictor.preprocessor_
-    rng = np.random.default_rng(0)
-    if pre.part.kind == "image":
-        h, w = pre.part.size_
-        shape = (h, w) if pre.part.channels_ == 1 else (h, w, 3)
-        cells: list[Any] = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(n)]
-    else:
-        vocab = [t for t in json.loads(pre.part.tokenizer_)["model"].get("vocab", {}) if t.isalpha()] or ["text"]
-        cells = [" ".join(rng.choice(vocab, size=int(rng.integers(3, 40)))) for _ in range(n)]
-    frame = pd.DataFrame({pre.column: cells})
-    if pre.tabular is not None:
-        frame = pd.concat([frame, synthetic_rows(predictor, n)], axis=1)
-    return frame
+def _graphs(predictor: Any, sample: pd.DataFrame, inputs: Any, state: dict[str, Any],
+            optimize: str) -> tuple[Any, Any]:
+    """(fp32 graph, the graph to ship) of the fitted model.
 
-
-def _column_graphs(predictor: Any, sample: pd.DataFrame, inputs: Any, state: dict[str, Any],
-                   optimize: str) -> tuple[Any, Any]:
-    """(fp32 graph, optimised graph) of an image or text model.
-
-    int8: a CNN gets static QDQ calibrated on the sample images (its cost is in activations, which
-    dynamic quantisation leaves in float); a Transformer gets dynamic int8 on its MatMuls (the
-    standard recipe for BERT-like encoders: weights dominate, and activation ranges vary per text).
-    """
-    from waypost.deploy.onnx_graph import export_image_net, export_text_net
-    from waypost.deploy.quantize import optimize_model, quantize_static_qdq
+    Tabular parts: one graph with the trees, the MLP and the ensemble (`build_model_graph`). One
+    encoder column: its kind's export and int8 recipe. Several: the multi-column network's graph.
+    Static int8 calibrates on feeds built by the runtime's own transform: exactly what the bundle
+    will feed."""
+    from waypost.deploy.onnx_graph import build_model_graph
+    from waypost.deploy.quantize import optimize_model
+    from waypost.kinds import get_kind
 
     pre = predictor.preprocessor_
-    part = predictor.parts_[pre.part.kind]
-    if pre.part.kind == "text":
-        fp32 = export_text_net(part.net_, *inputs.arrays, inputs.tabular)
+    if not pre.columns:
+        fp32 = build_model_graph(predictor, inputs)
         return fp32, optimize_model(fp32, optimize)
-    fp32 = export_image_net(part.net_, pre.part.channels_, pre.part.size_, inputs.tabular)
-    if optimize != "int8":
-        return fp32, optimize_model(fp32, optimize)
-    from waypost.runtime.bundle import input_transform
 
-    # calibration feeds built by the runtime's own transform: exactly what the bundle will feed
-    transform = input_transform(state)
-    records = records_from_frame(sample, list(predictor.features_))
-    names = {i.name for i in fp32.graph.input}
-    feeds = []
-    for i in range(0, len(sample), 16):
-        chunk = {c: v[i:i + 16] for c, v in records.items()}
-        views = transform(chunk, len(next(iter(chunk.values()))))
-        feeds.append({k: v for k, v in views.items() if k in names})
-    return fp32, quantize_static_qdq(fp32, feeds)
+    def calibration(graph: Any) -> list[dict[str, np.ndarray]]:
+        from waypost.runtime.bundle import input_transform
+
+        transform = input_transform(state)
+        records = records_from_frame(sample, list(predictor.features_))
+        names = {i.name for i in graph.graph.input}
+        feeds = []
+        for i in range(0, len(sample), 16):
+            chunk = {c: v[i:i + 16] for c, v in records.items()}
+            views = transform(chunk, len(next(iter(chunk.values()))))
+            feeds.append({k: v for k, v in views.items() if k in names})
+        return feeds
+
+    (part,) = predictor.parts_.values()
+    if len(pre.columns) == 1:
+        kind = get_kind(next(iter(pre.columns.values())).kind)
+        return kind.export_graph(part, inputs, optimize, calibration)
+    fp32 = part.to_onnx(inputs)
+    return fp32, optimize_model(fp32, optimize)
 
 
 def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dict[str, float]:
     from waypost.deploy.report import measure_latency
+    from waypost.kinds import get_kind
 
     # a Transformer costs ~20 ms a row on CPU: fewer runs, and batches of 64 rather than 1,024
-    text = "input_ids" in bundle.manifest["model"]["inputs"]
-    one = measure_latency(lambda: bundle.predict(records[:1]), 20 if text else runs)
-    size = 64 if text else 1024
+    costly = any(get_kind(k).costly for k in bundle.features.values())
+    one = measure_latency(lambda: bundle.predict(records[:1]), 20 if costly else runs)
+    size = 64 if costly else 1024
     big = (records * (size // max(len(records), 1) + 1))[:size]
     batch = measure_latency(lambda: bundle.predict(big), 3, warmup=1)
     return {"p50_ms_1row": one["p50_ms"], "p99_ms_1row": one["p99_ms"], "batch_rows": size,
@@ -112,15 +101,17 @@ def bundle_metrics(bundle: Any, df: pd.DataFrame) -> dict[str, float]:
     """`evaluate`'s metrics for a bundle on labelled rows, with the bundle's own label map."""
     from waypost.data.target import drop_missing_target
     from waypost.metrics import classification_metrics, regression_metrics
-    from waypost.planning import require_target
+    from waypost.pipelines.plan import require_target
     from waypost.runtime.features import canonical
 
     require_target(df, bundle.target, "the evaluation data")
     df, _ = drop_missing_target(df, bundle.target)
     if df.empty:
         raise DataError(f"target column '{bundle.target}' has no values in the evaluation data")
+    from waypost.tasks import get_task
+
     out = bundle.infer(records_from_frame(df, list(bundle.features)))
-    if bundle.task == "regression":
+    if not get_task(bundle.task).is_classification:
         y = pd.to_numeric(df[bundle.target], errors="coerce").to_numpy(np.float64)
         return regression_metrics(y, out["prediction"])
     index = {canonical(c): i for i, c in enumerate(bundle.classes)}
@@ -146,16 +137,12 @@ def records_from_frame(df: pd.DataFrame, columns: list[str]) -> dict[str, np.nda
 
 def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
                   data: pd.DataFrame | None = None) -> dict[str, Any]:
-
-    from waypost.deploy.onnx_graph import build_model_graph
-    from waypost.deploy.quantize import optimize_model
     from waypost.persistence import _json_default, atomic_directory
     from waypost.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
 
     if optimize not in ("none", "int8", "fp16"):
         raise ConfigError(f"optimize: expected none, int8 or fp16, got {optimize!r}")
-    column = predictor.preprocessor_.kind != "tabular"  # an image or text column (ColumnFramePreprocessor)
-    sample = synthetic_column_rows(predictor) if column else synthetic_rows(predictor)
+    sample = synthetic_rows(predictor)
     if data is not None:
         missing = [c for c in predictor.features_ if c not in data.columns]
         if missing:
@@ -167,11 +154,7 @@ def export_bundle(predictor: Any, path: str | Path, *, optimize: str = "none",
         sample = pd.concat([rows, sample], ignore_index=True)
     inputs = predictor.preprocessor_.transform(sample)  # once: graphs, calibration and parity share it
     state = predictor.preprocessor_.to_state()
-    if column:
-        fp32, model = _column_graphs(predictor, sample, inputs, state, optimize)
-    else:
-        fp32 = build_model_graph(predictor, inputs)
-        model = optimize_model(fp32, optimize)
+    fp32, model = _graphs(predictor, sample, inputs, state, optimize)
     blob = model.SerializeToString()
     reg = predictor.registered_model_ or {}
     manifest = {

@@ -88,23 +88,21 @@ def student_predictor(teacher: Any, cfg: Any, name: str, part: Any, raw: np.ndar
     """A predictor around a trained student `part`, with copies of the teacher's preprocessor and
     label map (so it takes the same tables), scored on the validation outputs `raw`; the caller
     adds the plan."""
-    from waypost.ensemble.blend import BlendModel, validation_loss
-    from waypost.metrics import raw_metrics
+    from waypost.pipelines.fitted import FittedModel
+    from waypost.tasks import get_task
 
+    task = get_task(teacher.task_)
+    lineage = getattr(teacher, "lineage_", {})
+    fitted = FittedModel(
+        config=cfg, task=teacher.task_, target=teacher.target_, features=dict(teacher.features_),
+        preprocessor=copy.deepcopy(teacher.preprocessor_), target_encoder=copy.deepcopy(teacher.target_encoder_),
+        parts={name: part}, weights={name: 1.0}, selected=name,
+        validation_scores={name: task.validation_loss(raw, y_valid)},
+        validation_metrics=task.metrics(y_valid, raw, teacher.target_encoder_), history=part.fit_.history,
+        lineage={**lineage, "distilled_from": {**distilled_from, "mlflow_run_id": lineage.get("mlflow_run_id")}})
     out = type(teacher)(teacher.target_, config=cfg, preset=teacher.preset, track=False,
                         seed=teacher.seed, verbose=teacher.verbose)
-    out.config_, out.task_, out.target_ = cfg, teacher.task_, teacher.target_
-    out.features_ = dict(teacher.features_)
-    out.preprocessor_ = copy.deepcopy(teacher.preprocessor_)
-    out.target_encoder_ = copy.deepcopy(teacher.target_encoder_)
-    out.parts_, out.selected_, out.blend_weights_ = {name: part}, name, {name: 1.0}
-    out.model_ = BlendModel(out.parts_, out.blend_weights_)
-    out.validation_scores_ = {name: validation_loss(teacher.task_, raw, y_valid)}
-    out.validation_metrics_ = raw_metrics(out, raw, y_valid)
-    out.history_ = part.fit_.history
-    lineage = getattr(teacher, "lineage_", {})
-    out.lineage_ = {**lineage, "distilled_from": {**distilled_from, "mlflow_run_id": lineage.get("mlflow_run_id")}}
-    out.registered_model_ = None
+    out.fitted_ = fitted
     return out
 
 
@@ -117,7 +115,7 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
     the student gets copies of its preprocessor and target encoder, so it takes the same tables.
     `max_epochs` caps the student's training (default: the teacher's config).
     """
-    from waypost.deploy.prune import label_tensor, mlp_latency, prepare_data, train_network
+    from waypost.deploy.prune import label_tensor, mlp_latency, n_classes as class_count, prepare_data, train_network
     from waypost.metrics import raw_metrics
     from waypost.deploy.report import comparison_row, headline_metric, parameter_count
     from waypost.models.tabular_mlp import MLPModel, TabularMLP
@@ -130,14 +128,17 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
         raise ConfigError(f"temperature must be > 0, got {temperature!r}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha (the weight of the teacher's soft labels) must lie in [0, 1], got {alpha!r}")
+    from waypost.tasks import get_task
+
     task = teacher.task_
-    n_classes = 0 if task == "regression" else len(teacher.classes_)
+    n_classes = class_count(teacher)
+    is_classification = get_task(task).is_classification
     data = prepare_data(teacher, train_df, valid_df)
     metric = headline_metric(task, n_classes)
 
     # Soft labels from the whole teacher: probabilities (classification) or standardised values.
     soft = teacher.model_.predict_raw(data.train)
-    if task == "regression":
+    if not is_classification:
         y_train = torch.as_tensor(alpha * soft + (1.0 - alpha) * data.y_train, dtype=torch.float32)
         loss_fn: nn.Module = MSELoss()
         loss_text = f"MSE on alpha * teacher + (1 - alpha) * true, alpha={alpha}"
@@ -155,7 +156,7 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
         cfg.training.max_epochs = int(max_epochs)
     mlp = MLPModel(task=task, n_classes=n_classes, cardinalities=teacher.preprocessor_.category_cardinalities_,
                    mlp=cfg.model.mlp, training=cfg.training)
-    out_dim = 1 if task == "regression" else n_classes
+    out_dim = get_task(task).n_outputs(n_classes)
     m = cfg.model.mlp
     # Seed before building the net: fit_network seeds only after construction, so without this the
     # initial weights (and the student) would change from run to run.
@@ -188,7 +189,7 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
               f"teacher's soft labels plus the true labels ({loss_text}) replaces {replaced}; validation "
               f"{metric} {student_metrics[metric]:.4f} vs teacher {teacher_metrics[metric]:.4f}; "
               f"batch-1 latency {speedup_1:.1f}x faster")
-    out.plan_ = [*teacher.plan_, mlp.loss_decision_,
+    out.fitted_.plan = [*teacher.plan_, mlp.loss_decision_,
                  Decision("training", "student mlp", f"{mlp.fit_.epochs_run} epochs",
                           f"best epoch {mlp.fit_.best_epoch} restored (early stopping on true-label validation loss)"),
                  Decision("deploy", "distillation", f"student mlp {hidden}", reason)]
@@ -220,7 +221,9 @@ def distill_predictor(teacher: Any, train_df: Any, valid_df: Any | None = None, 
 
 def _agreement(task: str, teacher_raw: np.ndarray, student_raw: np.ndarray) -> dict[str, float]:
     """How closely the student follows the teacher on validation rows."""
-    if task == "regression":
+    from waypost.tasks import get_task
+
+    if not get_task(task).is_classification:
         return {"pearson": float(np.corrcoef(teacher_raw, student_raw)[0, 1])}
     same = float(np.mean(teacher_raw.argmax(1) == student_raw.argmax(1)))
     corr = float(np.corrcoef(teacher_raw[:, -1], student_raw[:, -1])[0, 1]) if teacher_raw.shape[1] == 2 else \

@@ -5,7 +5,9 @@ embeddings, the teacher's layers taken at even spacing (e.g. layers 0 and 3 of 6
 teacher's head copied as the starting point (Sanh et al. 2019 initialise DistilBERT the same way;
 a random start would need far more data than a fine-tuning set to recover). It then trains on
 alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true) (`DistillationLoss`), every layer
-at one low learning rate (1e-4: the weights are already good, the head included).
+at one low learning rate (1e-4: the weights are already good, the head included). A regression
+teacher's student regresses on alpha * teacher + (1 - alpha) * true instead (standardised), as the
+tabular distillation does.
 
 Narrower too: each kept layer keeps a quarter of its feed-forward units (`ffn_fraction`), those with the
 largest ||w_in|| * ||w_out|| (structured pruning of the teacher's weights), so the student still
@@ -90,8 +92,8 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                            ffn_fraction: float = FFN_FRACTION, temperature: float = 2.0, alpha: float = 0.5,
                            max_epochs: int | None = None) -> tuple[Any, dict[str, Any]]:
     """(student predictor, report) for a predictor whose selected part is a pretrained text Transformer."""
-    from waypost.deploy.distill import DistillationLoss, student_predictor
-    from waypost.deploy.prune import prepare_data
+    from waypost.deploy.distill import student_predictor
+    from waypost.deploy.prune import n_classes as class_count, prepare_data
     from waypost.metrics import raw_metrics
     from waypost.data.frame_preprocess import ColumnInputs
     from waypost.deploy.report import comparison_row, headline_metric, measure_latency, parameter_count, take_rows
@@ -107,10 +109,11 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     n_teacher = int(hf.config.num_hidden_layers)
     if not 1 <= layers < n_teacher:
         raise ConfigError(f"student layers must be between 1 and {n_teacher - 1} (the teacher has {n_teacher}), got {layers}")
-    n_classes = len(teacher.classes_)
+    n_classes = class_count(teacher)
     data = prepare_data(teacher, train_df, valid_df)
     soft = part.predict_raw(data.train)
-    y_train = np.column_stack([soft, data.y_train]).astype(np.float32)
+    loss_fn, loss_text, y_train = _distillation_targets(teacher.task_, n_classes, soft, data.y_train,
+                                                        temperature, alpha)
 
     if not 0.0 < ffn_fraction <= 1.0:
         raise ConfigError(f"ffn_fraction must be in (0, 1], got {ffn_fraction!r}")
@@ -133,9 +136,7 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     units = getattr(hf.config, "intermediate_size", None)
     ffn_text = (f"{config.intermediate_size} of {units} feed-forward units each" if units else "full width")
     student.init_state = student_state(part.net_, student._build(False), mapping)
-    loss_text = f"{alpha} * T^2 * KL(teacher_T || student_T) + {1 - alpha:g} * CE(true), T={temperature}"
-    student.loss_override = (DistillationLoss(n_classes, temperature, alpha),
-                             Decision("training", "loss", "distillation", loss_text))
+    student.loss_override = (loss_fn, Decision("training", "loss", "distillation", loss_text))
     student.fit(data.train, y_train, data.valid, data.y_valid)
 
     t_raw, s_raw = part.predict_raw(data.valid), student.predict_raw(data.valid)
@@ -143,7 +144,7 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
     metric = headline_metric(teacher.task_, n_classes)
     teacher_metrics, student_metrics = raw_metrics(teacher, t_raw, data.y_valid), out.validation_metrics_
     params = {"teacher": parameter_count(part.net_), "student": parameter_count(student.net_)}
-    out.plan_ = [*teacher.plan_, student.decisions_[-1],
+    out.fitted_.plan = [*teacher.plan_, student.decisions_[-1],
                  Decision("deploy", "distillation", f"student {layers} of {n_teacher} layers",
                           f"teacher layers {mapping} copied ({ffn_text}), then trained on soft + true labels ({loss_text}); "
                           f"{params['student']:,} vs {params['teacher']:,} parameters; validation {metric} "
@@ -164,3 +165,20 @@ def distill_text_predictor(teacher: Any, train_df: Any, valid_df: Any | None = N
                         comparison_row("parameters", params["teacher"], params["student"], ratio=True),
                         comparison_row("latency b=1 p50", latency["teacher"], latency["student"], ratio=True, unit="ms")]}
     return out, report
+
+
+def _distillation_targets(task: str, n_classes: int, soft: np.ndarray, y: np.ndarray, temperature: float,
+                          alpha: float) -> tuple[torch.nn.Module, str, np.ndarray]:
+    """(loss, its description, the packed training targets) for the task: soft labels + the true
+    code for a classifier (`DistillationLoss`), alpha * teacher + (1 - alpha) * true for regression
+    (both standardised), as the tabular distillation does."""
+    from waypost.deploy.distill import DistillationLoss
+    from waypost.tasks import get_task
+    from waypost.train.losses import MSELoss
+
+    if not get_task(task).is_classification:
+        return (MSELoss(), f"MSE on alpha * teacher + (1 - alpha) * true, alpha={alpha}",
+                (alpha * np.asarray(soft, np.float64) + (1.0 - alpha) * y).astype(np.float32))
+    return (DistillationLoss(n_classes, temperature, alpha),
+            f"{alpha} * T^2 * KL(teacher_T || student_T) + {1 - alpha:g} * CE(true), T={temperature}",
+            np.column_stack([soft, y]).astype(np.float32))

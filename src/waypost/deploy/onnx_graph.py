@@ -18,10 +18,20 @@ OPSET = 20
 OUTPUT = "output"
 
 
+def softmax_for(task: str | None) -> bool:
+    """Whether a network's graph ends in softmax: the task's output activation (`waypost.tasks`);
+    no task means a classifier, as the exporters always assumed."""
+    if task is None:
+        return True
+    from waypost.tasks import get_task
+
+    return get_task(task).output_activation() == "softmax"
+
+
 def export_mlp(net: Any, task: str, sample: Any) -> Any:
     """The tabular MLP (probabilities for classifiers, the standardised value for regression) as the
     `mlp_out` part the blend merges; only the views with columns become inputs."""
-    return export_column_net(net, {}, {}, sample, softmax=task != "regression", output="mlp_out")
+    return export_column_net(net, {}, {}, sample, softmax=softmax_for(task), output="mlp_out")
 
 
 class _quiet_exporter:
@@ -166,19 +176,43 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
     return onnx.load_model_from_string(buf.getvalue())
 
 
-def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None) -> Any:
-    """The CNN: input `image` float32 (N, C, H, W) already normalised (+ tabular inputs when fused)."""
+def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None, *,
+                     task: str | None = None) -> Any:
+    """The CNN: input `image` float32 (N, C, H, W) already normalised (+ tabular inputs when fused).
+    Output: probabilities (n, k) for a classifier, the standardised value (n, 1) for regression."""
     import torch
 
     image = torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32)
-    return export_column_net(net, {"image": image}, {"image": {0: "batch"}}, tabular)
+    return export_column_net(net, {"image": image}, {"image": {0: "batch"}}, tabular, softmax=softmax_for(task))
 
 
-def export_text_net(net: Any, ids: np.ndarray, mask: np.ndarray, tabular: Any = None) -> Any:
-    """The text model: `input_ids` and `attention_mask` int64 (N, L), both axes dynamic (+ tabular)."""
+def export_text_net(net: Any, ids: np.ndarray, mask: np.ndarray, tabular: Any = None, *,
+                    task: str | None = None) -> Any:
+    """The text model: `input_ids` and `attention_mask` int64 (N, L), both axes dynamic (+ tabular).
+    Output: probabilities (n, k) for a classifier, the standardised value (n, 1) for regression."""
     import torch
 
     seq = {0: "batch", 1: "sequence"}
     inputs = {"input_ids": torch.from_numpy(np.ascontiguousarray(ids[:2], np.int64)),
               "attention_mask": torch.from_numpy(np.ascontiguousarray(mask[:2], np.int64))}
-    return export_column_net(net, inputs, {"input_ids": seq, "attention_mask": seq}, tabular)
+    return export_column_net(net, inputs, {"input_ids": seq, "attention_mask": seq}, tabular,
+                             softmax=softmax_for(task))
+
+
+def export_multi_column_net(net: Any, examples: dict[str, dict[str, Any]], sequence: dict[str, str],
+                            tabular: Any = None, *, softmax: bool = True) -> Any:
+    """A network over several encoder columns (`waypost.models.fusion.MultiColumnNet`) as one graph.
+
+    `examples[column]` holds the column's example tensors by input name ("<column>/image" float32
+    normalised; "<column>/input_ids" and "<column>/attention_mask" int64), in the order the net
+    takes them; `sequence[column]` names the dynamic sequence axis of a text column (its own per
+    column: two text columns are not padded to one length). The batch axis is dynamic everywhere;
+    `numeric` / `categorical` follow as in `export_column_net`, output `output`.
+    """
+    inputs: dict[str, Any] = {}
+    axes: dict[str, dict[int, str]] = {}
+    for column, tensors in examples.items():
+        for name, tensor in tensors.items():
+            inputs[name] = tensor
+            axes[name] = {0: "batch", 1: sequence[column]} if column in sequence else {0: "batch"}
+    return export_column_net(net, inputs, axes, tabular, softmax=softmax)

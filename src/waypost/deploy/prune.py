@@ -21,7 +21,7 @@ split the fit used) and `train_network` (the engine on tensors the caller chose)
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +63,7 @@ def prepare_data(predictor: Any, train_data: Any, valid_data: Any | None = None)
     from waypost.data.io import read_table
     from waypost.data.split import split_frame
     from waypost.data.target import drop_missing_target
-    from waypost.planning import require_target
+    from waypost.pipelines.plan import require_target
 
     predictor._check_fitted()
     target, cfg = predictor.target_, predictor.config_
@@ -100,7 +100,17 @@ def train_network(net: nn.Module, train: TabularArrays, y_train: torch.Tensor, v
 
 
 def label_tensor(task: str, y: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(y, dtype=torch.float32 if task == "regression" else torch.int64)
+    """Encoded targets as the engine takes them: the task's dtype (int64 codes, float32 values)."""
+    from waypost.tasks import get_task
+
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=get_task(task).target_dtype()))
+
+
+def n_classes(predictor: Any) -> int:
+    """The predictor's class count, 0 for a task without classes."""
+    from waypost.tasks import get_task
+
+    return len(predictor.classes_) if get_task(predictor.task_).is_classification else 0
 
 
 def mlp_latency(part: Any, arrays: TabularArrays, n_runs: int) -> dict[str, dict[str, float]]:
@@ -157,12 +167,11 @@ def finetune_config(training: TrainingConfig, epochs: int) -> TrainingConfig:
 
 
 def _finetune(mlp: Any, data: PreparedData, task: str, training: TrainingConfig, epochs: int) -> FitResult:
+    from waypost.tasks import get_task
     from waypost.train.batches import auto_batch_size, balanced_sample_weights
-    from waypost.train.losses import choose_loss
 
     cfg = finetune_config(training, epochs)
-    counts = None if task == "regression" else np.bincount(data.y_train, minlength=mlp.n_classes)
-    loss_fn, sampling, _ = choose_loss(task, cfg.loss, cfg.imbalance, cfg.focal_gamma, counts)
+    loss_fn, sampling, _ = get_task(task).choose_loss(cfg, data.y_train, mlp.n_classes)
     batch = getattr(mlp, "batch_size_", None) or (cfg.batch_size if cfg.batch_size != "auto"
                                                   else auto_batch_size(len(data.y_train)))
     weights = balanced_sample_weights(data.y_train) if sampling == "oversample" else None
@@ -195,7 +204,7 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
             "model='mlp' or 'blend', or use distillation / int8 export for tree models")
     task = predictor.task_
     data = prepare_data(predictor, train_df, valid_df)
-    metric = headline_metric(task, 0 if task == "regression" else len(predictor.classes_))
+    metric = headline_metric(task, n_classes(predictor))
     raws = {name: part.predict_raw(data.valid) for name, part in predictor.parts_.items()}  # each part once
     before = _measure(predictor, data, latency_runs, raws)
 
@@ -212,7 +221,7 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
     raws["mlp"] = mlp.predict_raw(data.valid)  # only the MLP changed: the other parts' outputs stand
     weight_note = _refit_blend(pruned, data, raws)
     after = _measure(pruned, data, latency_runs, raws)
-    pruned.validation_metrics_ = after["metrics"]
+    pruned.fitted_ = replace(pruned.fitted_, validation_metrics=after["metrics"])
     achieved, per_layer = sparsity(mlp.net_, include_head=prune_head)
 
     scope = "Linear weights" if prune_head else "hidden Linear weights"
@@ -224,7 +233,8 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
               f"validation {metric} {before['metrics'][metric]:.4f} -> {after['metrics'][metric]:.4f}; "
               f"compressed weights {before['size']['compressed_bytes']:,} -> "
               f"{after['size']['compressed_bytes']:,} bytes{weight_note}")
-    pruned.plan_ = [*predictor.plan_, Decision("deploy", "pruning", f"{achieved:.0%} sparse", reason)]
+    pruned.fitted_ = replace(pruned.fitted_, plan=[*predictor.plan_, Decision("deploy", "pruning",
+                                                                              f"{achieved:.0%} sparse", reason)])
 
     notes = ["unstructured zeros shrink the compressed size; dense CPU kernels run at the same speed"]
     if pruned.selected_ == "blend" and pruned.blend_weights_["mlp"] <= 0.0:
@@ -269,7 +279,7 @@ def _measure(predictor: Any, data: PreparedData, latency_runs: int, raws: dict[s
 
 def _refit_blend(pruned: Any, data: PreparedData, raws: dict[str, np.ndarray]) -> str:
     """Re-score the parts and, for a blend, re-fit its weight on validation rows; returns a plan note."""
-    from waypost.ensemble.blend import BlendModel, fit_blend_weight, validation_loss
+    from waypost.ensemble.blend import fit_blend_weight, validation_loss
 
     task = pruned.task_
     scores = dict(getattr(pruned, "validation_scores_", {}))
@@ -281,10 +291,9 @@ def _refit_blend(pruned: Any, data: PreparedData, raws: dict[str, np.ndarray]) -
         scores["gbm"] = validation_loss(task, raw_gbm, data.y_valid)
         old = pruned.blend_weights_.get("gbm", 0.0)
         w, scores["blend"] = fit_blend_weight(task, raw_gbm, raw_mlp, data.y_valid)
-        pruned.blend_weights_ = {"gbm": w, "mlp": 1.0 - w}
+        pruned.fitted_ = replace(pruned.fitted_, weights={"gbm": w, "mlp": 1.0 - w})
         note = f"; blend weight on GBM re-fitted {old:.2f} -> {w:.2f}"
-    pruned.model_ = BlendModel(pruned.parts_, pruned.blend_weights_)
-    pruned.validation_scores_ = scores
+    pruned.fitted_ = replace(pruned.fitted_, validation_scores=scores)
     return note
 
 

@@ -38,9 +38,11 @@ def register_bundle(predictor: Any, bundle_dir: Path, report: dict[str, Any], *,
             metrics["metric_drop"] = report["metrics"]["drop"]
         tracker.log_metrics(metrics)
         tracker.log_dict(report, "export_report.json")
-        extra = "runtime-text" if predictor.preprocessor_.kind == "text_frame" else "runtime"  # tokenizers
+        from waypost.kinds import get_kind
+
+        extras = sorted({get_kind(k).runtime_extra for k in predictor.features_.values()})  # tokenizers for text
         info = tracker.log_model(bundle_dir, name, artifact_key="waypost_bundle",
-                                 pip_requirements=[f"waypost[{extra}]"])
+                                 pip_requirements=[f"waypost[{','.join(extras)}]"])
         drop = (report.get("metrics") or {}).get("drop", 0.0)
         if alias and drop > MAX_METRIC_DROP:
             # registered for the record, but nothing serves it by alias: an over-budget int8/fp16

@@ -136,8 +136,8 @@ def take_rows(arrays: Any, n: int) -> Any:
 
 
 def headline_metric(task: str, n_classes: int = 0) -> str:
-    """The one number a before/after row shows: ROC AUC for binary (threshold-free, fair under
-    imbalance), accuracy for multiclass, R2 for regression."""
-    if task == "regression":
-        return "r2"
-    return "roc_auc" if n_classes == 2 else "accuracy"
+    """The one number a before/after row shows, the task's (`waypost.tasks`): ROC AUC for binary
+    (threshold-free, fair under imbalance), accuracy for multiclass, R2 for regression."""
+    from waypost.tasks import get_task
+
+    return get_task(task).headline_metric(n_classes)

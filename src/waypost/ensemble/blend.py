@@ -17,11 +17,11 @@ WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 
 
 def validation_loss(task: str, pred: np.ndarray, y: np.ndarray) -> float:
-    """Log loss for classifiers (rewards calibrated probabilities), MSE for regression."""
-    if task == "regression":
-        return float(np.mean((np.asarray(pred, dtype=np.float64) - y) ** 2))
-    p = np.clip(pred[np.arange(len(y)), y], 1e-15, 1.0)
-    return float(-np.mean(np.log(p)))
+    """The task's validation loss (`waypost.tasks`): log loss for classifiers (rewards calibrated
+    probabilities), MSE for regression."""
+    from waypost.tasks import get_task
+
+    return get_task(task).validation_loss(pred, y)
 
 
 def fit_blend_weight(task: str, p_gbm: np.ndarray, p_mlp: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -35,7 +35,9 @@ def select(task: str, scores: dict[str, float], weight: float | None = None) -> 
     """Lowest validation loss wins; ties go to the simpler model (fewer parts to deploy)."""
     order = ["gbm", "mlp", "blend"]
     name = min(scores, key=lambda k: (round(scores[k], 6), order.index(k)))
-    metric = "MSE" if task == "regression" else "log loss"
+    from waypost.tasks import get_task
+
+    metric = get_task(task).validation_loss_name
     listed = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
     extra = f"; blend weight on GBM = {weight:.2f}" if weight is not None else ""
     return Decision("selection", "selected model", name, f"lowest validation {metric} ({listed}){extra}")

@@ -3,7 +3,9 @@ table's tabular columns: build -> train with the engine and the transfer schedul
 save as safetensors + JSON. Subclasses say how to build the network, batch the column's arrays and
 plan the transfer; everything else is here once.
 
-Works in the encoded target space (class codes), like MLPModel; `predict_raw` returns probabilities.
+Works in the encoded target space, like MLPModel, and follows the task (`waypost.tasks`): class
+codes in and probabilities (n, k) out for a classifier; standardised values in and out, (n,)
+float64, for regression (the network's one output, MSE loss).
 Inputs are `ColumnInputs` (the column's arrays plus the tabular views of a fused table); a bare
 array is taken as the column alone.
 """
@@ -39,7 +41,11 @@ class ColumnModel:
     def __init__(self, *, task: str, n_classes: int, arch: str, training: TrainingConfig | None = None,
                  class_names: list[Any] | None = None, tabular: dict[str, Any] | None = None,
                  mlp: MLPConfig | None = None, fusion_hidden: int = 128) -> None:
+        from waypost.tasks import get_task
+
         self.task, self.n_classes, self.arch = task, n_classes, arch
+        self.task_ = get_task(task)
+        self.n_outputs = self.task_.n_outputs(n_classes)  # the network's output width: k, or 1
         self.training = training or TrainingConfig()
         self.class_names = list(class_names or [])
         self.tabular = tabular  # {"n_numeric": d, "cardinalities": [...]} for a fused table
@@ -65,7 +71,7 @@ class ColumnModel:
         from waypost.models.fusion import build_fusion
 
         return build_fusion(net, n_numeric=int(self.tabular["n_numeric"]),
-                            cardinalities=[int(c) for c in self.tabular["cardinalities"]], out_dim=self.n_classes,
+                            cardinalities=[int(c) for c in self.tabular["cardinalities"]], out_dim=self.n_outputs,
                             hidden=list(self.mlp.hidden), dropout=self.mlp.dropout, batchnorm=self.mlp.batchnorm,
                             max_embedding_dim=self.mlp.max_embedding_dim, fusion_hidden=self.fusion_hidden)
 
@@ -82,15 +88,16 @@ class ColumnModel:
                                 callbacks=[TransferSchedule(plan, encoder)], param_groups=groups)
 
     def _loss(self, y_train: np.ndarray) -> Any:
-        """The loss, and `sample_weights_` for the training batches when the rule oversamples."""
+        """The task's loss, and `sample_weights_` for the training batches when the rule oversamples."""
         from waypost.train.batches import balanced_sample_weights
-        from waypost.train.losses import choose_loss
 
-        counts = np.bincount(y_train, minlength=self.n_classes)
-        self.loss_fn_, sampling, decision = choose_loss(self.task, self.training.loss, self.training.imbalance,
-                                                        self.training.focal_gamma, counts)
+        self.loss_fn_, sampling, decision = self.task_.choose_loss(self.training, y_train, self.n_classes)
         self.sample_weights_ = balanced_sample_weights(y_train) if sampling == "oversample" else None
         return decision
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Encoded targets in the task's dtype (int64 codes, float32 standardised values)."""
+        return np.ascontiguousarray(y, dtype=self.task_.target_dtype())
 
     @torch.inference_mode()
     def predict_raw(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
@@ -99,11 +106,13 @@ class ColumnModel:
         arrays, tabular = unpack(inputs)
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays) + tabular_tensors(tabular)
         n_col = len(arrays)
+        softmax = self.task_.output_activation() == "softmax"
         self.net_.eval()
         out = []
         for i in range(0, len(arrays[0]), batch_size):
             chunk = [t[i:i + batch_size] for t in tensors]
-            out.append(torch.softmax(self.net_(*self._prepare(tuple(chunk[:n_col])), *chunk[n_col:]).float(), dim=1))
+            raw = self.net_(*self._prepare(tuple(chunk[:n_col])), *chunk[n_col:]).float()
+            out.append(torch.softmax(raw, dim=1) if softmax else raw[:, 0])
         return torch.cat(out).double().numpy()
 
     def save(self, directory: Path) -> dict[str, Any]:

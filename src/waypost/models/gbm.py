@@ -65,7 +65,11 @@ class GBMModel:
     def __init__(self, *, task: str, n_classes: int = 0, library: str = "lightgbm",
                  gbm: GBMConfig | None = None, feature_names: list[str] | None = None,
                  categorical: list[int] | None = None, seed: int = 0) -> None:
+        from waypost.tasks import get_task
+
         self.task, self.n_classes, self.library = task, n_classes, library
+        #: "regression" | "binary" | "multiclass": which estimator, and the output's shape
+        self.objective = get_task(task).gbm_objective(n_classes)
         self.gbm = gbm or GBMConfig(library=library)
         self.feature_names = list(feature_names or [])
         self.categorical = list(categorical or [])
@@ -154,7 +158,7 @@ class GBMModel:
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed, verbose=-1,
             n_jobs=n_jobs(cfg, len(y)),
         )
-        est = lgb.LGBMRegressor(**params) if self.task == "regression" else lgb.LGBMClassifier(**params)
+        est = lgb.LGBMRegressor(**params) if self.objective == "regression" else lgb.LGBMClassifier(**params)
         record: dict[str, Any] = {}
         # LightGBM 4.7 renamed eval_set to eval_X/eval_y; older 4.x only knows eval_set.
         import inspect
@@ -183,7 +187,7 @@ class GBMModel:
             early_stopping_rounds=cfg.early_stopping_rounds, random_state=self.seed,
             max_cat_to_onehot=1, n_jobs=n_jobs(cfg, len(y)), callbacks=[xgboost_callback(clock)],
         )
-        est = xgb.XGBRegressor(**params) if self.task == "regression" else xgb.XGBClassifier(**params)
+        est = xgb.XGBRegressor(**params) if self.objective == "regression" else xgb.XGBClassifier(**params)
         est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
         self.best_iteration_ = int(est.best_iteration) + 1
         self.booster_ = est.get_booster()[: self.best_iteration_]
@@ -211,7 +215,7 @@ class GBMModel:
             dm = xgb.DMatrix(X, feature_types=self._feature_types(X.shape[1]), enable_categorical=True)
             out = self.booster_.predict(dm)
         out = np.asarray(out, dtype=np.float64)
-        if self.task == "regression":
+        if self.objective == "regression":
             return out.reshape(-1)
         if out.ndim == 1:  # binary objectives return P(class 1)
             out = np.column_stack([1.0 - out, out])

@@ -1,6 +1,7 @@
 """Estimator for one image column, alone or fused with the table's other columns: a registered CNN
 trained by the engine, with the transfer-learning schedule and batch augmentation
-(`waypost.models.column_model` holds what it shares with the text model)."""
+(`waypost.models.column_model` holds what it shares with the text model). Classification or
+regression, as the task says: a regression CNN has one output and trains on MSE, without mixup."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -44,7 +45,7 @@ class ImageModel(ColumnModel):
     def _classifier(self, pretrained: Any) -> torch.nn.Module:
         from waypost.models.registry import get
 
-        return get(self.arch).factory(num_classes=self.n_classes, in_chans=self.in_chans,
+        return get(self.arch).factory(num_classes=self.n_outputs, in_chans=self.in_chans,
                                       pretrained=pretrained, image_size=self.image_size)
 
     def _prepare(self, arrays: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -73,6 +74,7 @@ class ImageModel(ColumnModel):
         torch.manual_seed(cfg.seed)
         (images_tr,), tab_tr = unpack(x_train)
         (images_va,), tab_va = unpack(x_valid)
+        y_train, y_valid = self._targets(y_train), self._targets(y_valid)
         self.net_ = self._build(self.image.pretrained)
         encoder = self.net_.encoder
         self.mean_, self.std_ = list(encoder.normalization["mean"]), list(encoder.normalization["std"])
@@ -82,6 +84,12 @@ class ImageModel(ColumnModel):
         augment, self.decisions_ = resolve_augment(
             self.image.augment, n_images=n, channels=self.in_chans,
             labels_are_orientation_sensitive=labels_look_orientation_sensitive(self.class_names))
+        if not self.task_.is_classification and augment.mixes:  # the config asked; the task cannot have it
+            augment = augment.model_copy(update={"mixup_alpha": 0.0, "cutmix_alpha": 0.0})
+            self.decisions_ = [d for d in self.decisions_ if d.subject != "mixing"]
+            self.decisions_.append(Decision("training", "mixing", "off", f"mixup/cutmix blend two images' class "
+                                            f"labels into soft targets; a {self.task} target has no classes, and "
+                                            "a blend of two images is not an image of their mean value"))
         if tab_tr is not None and augment.mixes:  # mixing images would need the rows' columns mixed too
             augment = augment.model_copy(update={"mixup_alpha": 0.0, "cutmix_alpha": 0.0})
             self.decisions_.append(Decision("training", "mixing", "off", "mixup/cutmix mix pixels but not the "

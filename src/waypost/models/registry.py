@@ -17,7 +17,7 @@ from waypost.plan import Decision
 
 # Modules whose import registers entries. Imported on first registry use, not at package import.
 _MODULES = ("waypost.models.tabular_mlp", "waypost.models.gbm", "waypost.ensemble.blend",
-            "waypost.models.small_cnn", "waypost.models.image_cnn", "waypost.models.text_encoder")
+            "waypost.models.small_cnn", "waypost.models.image_cnn", "waypost.models.text_encoder", "waypost.models.multi_column")
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ def choose_architecture(feature_types: set[str], requested: str = "auto") -> Dec
     unsupported = feature_types - covered
     if unsupported:
         raise ConfigError(f"no architecture is registered yet for column types {sorted(unsupported)}")
-    if feature_types - TABULAR_TYPES:  # an image or text column: its encoder is chosen by planning.resolve_job
+    if feature_types - TABULAR_TYPES:  # an image or text column: its encoder is chosen by pipelines.plan.resolve_job
         raise ConfigError(f"choose_architecture picks tabular models; {sorted(feature_types - TABULAR_TYPES)} "
-                          "columns get their encoder from waypost.planning.resolve_job")
+                          "columns get their encoder from waypost.pipelines.plan.resolve_job")
     candidates = [
         a for a in list_architectures() if feature_types <= a.data_types and "default" in a.tags
     ]

@@ -18,8 +18,8 @@ from waypost.data.preprocess import TabularArrays
 from waypost.errors import ModelFileError, NotFittedError
 from waypost.models.registry import register
 from waypost.models.inference import predict_network
+from waypost.tasks import get_task
 from waypost.train.batches import TensorBatches, auto_batch_size, balanced_sample_weights
-from waypost.train.losses import choose_loss
 
 
 def embedding_dim(cardinality: int, cap: int = 32) -> int:
@@ -111,18 +111,17 @@ class MLPModel:
         *, tracker: Any = None, verbose: bool = False, time_limit: float | None = None,
     ) -> MLPModel:
         cfg = self.training
-        out_dim = 1 if self.task == "regression" else self.n_classes
+        task = get_task(self.task)
+        out_dim = task.n_outputs(self.n_classes)
         torch.manual_seed(cfg.seed)  # weight init is part of what `seed` must make repeatable
         self.net_ = TabularMLP(
             train.numeric.shape[1], [int(c) for c in self.cardinalities], out_dim, self.mlp.hidden,
             self.mlp.dropout, self.mlp.batchnorm, self.mlp.max_embedding_dim,
         )
-        counts = None if self.task == "regression" else np.bincount(y_train, minlength=self.n_classes)
-        loss_fn, sampling, self.loss_decision_ = choose_loss(
-            self.task, cfg.loss, cfg.imbalance, cfg.focal_gamma, counts
-        )
-        y_dtype = torch.float32 if self.task == "regression" else torch.int64
-        yt, yv = torch.as_tensor(y_train, dtype=y_dtype), torch.as_tensor(y_valid, dtype=y_dtype)
+        loss_fn, sampling, self.loss_decision_ = task.choose_loss(cfg, y_train, self.n_classes)
+        y_dtype = task.target_dtype()
+        yt = torch.from_numpy(np.ascontiguousarray(y_train, dtype=y_dtype))
+        yv = torch.from_numpy(np.ascontiguousarray(y_valid, dtype=y_dtype))
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(len(yt))
         weights = balanced_sample_weights(y_train) if sampling == "oversample" else None
         self.fit_ = fit_tabular_net(
@@ -136,7 +135,7 @@ class MLPModel:
         if not hasattr(self, "net_"):
             raise NotFittedError("MLPModel is not fitted: call fit() first")
         out = predict_network(self.net_, _tensors(arrays))
-        if self.task == "regression":
+        if get_task(self.task).output_activation() != "softmax":
             return out[:, 0].astype(np.float64)
         return torch.softmax(torch.from_numpy(out).double(), dim=1).numpy()
 

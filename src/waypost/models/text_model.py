@@ -1,6 +1,7 @@
 """Estimator for one text column, alone or fused with the table's other columns: a pretrained
 Transformer (fine-tuned top layers with layer-wise learning-rate decay, or frozen + head on tiny
-data), or a small Transformer / bag of embeddings from scratch (`waypost.models.text_encoder`)."""
+data), or a small Transformer / bag of embeddings from scratch (`waypost.models.text_encoder`).
+Classification or regression, as the task says (`waypost.models.column_model`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -46,7 +47,7 @@ class TextModel(ColumnModel):
         from waypost.models.text_encoder import resolve_text_weights
 
         weights = self.weights if self.weights is not None else resolve_text_weights(False)
-        return get(self.arch).factory(num_classes=self.n_classes, weights=weights, vocab_size=self.vocab_size,
+        return get(self.arch).factory(num_classes=self.n_outputs, weights=weights, vocab_size=self.vocab_size,
                                       max_length=self.max_length, pooling=self.text.pooling)
 
     def _prepare(self, arrays: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -94,15 +95,17 @@ class TextModel(ColumnModel):
         cap = 32 if pretrained else 128  # a Transformer step on CPU is costly: more, smaller steps
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else int(min(cap, auto_batch_size(n)))
         plan, why = self._transfer_plan(n, pretrained, max(0, len(encoder.stages()) - 1))
-        if self.loss_override is not None:
+        y_valid = self._targets(y_valid)  # the true targets: early stopping follows the real task
+        if self.loss_override is not None:  # distillation: targets packed for its own loss, as given
             (self.loss_fn_, loss_decision), self.sample_weights_ = self.loss_override, None
         else:
+            y_train = self._targets(y_train)
             loss_decision = self._loss(y_train)
         self.decisions_ = [Decision("training", "transfer", "fine-tune" if pretrained else "from scratch", why),
                            loss_decision]
 
         def tensors(arrays: tuple[np.ndarray, ...], tab: Any, y: np.ndarray) -> tuple[torch.Tensor, ...]:
-            y_dtype = torch.float32 if np.asarray(y).dtype.kind == "f" else torch.int64  # packed soft labels
+            y_dtype = torch.float32 if np.asarray(y).dtype.kind == "f" else torch.int64  # values, packed soft labels
             return (*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays), *tabular_tensors(tab),
                     torch.as_tensor(y, dtype=y_dtype))
 

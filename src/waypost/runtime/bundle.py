@@ -12,7 +12,8 @@ from waypost.runtime.features import ISSUES, TabularTransform
 
 MANIFEST = "waypost.json"
 FORMAT = "waypost.bundle"
-FORMAT_VERSION = 1
+#: 2: the preprocessor is one "frame" state for every table (`waypost.kinds.frame`); 1 still loads
+FORMAT_VERSION = 2
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -59,18 +60,16 @@ class Bundle:
         self.task: str = manifest["task"]
         self.target: str = manifest["target"]
         self.features: dict[str, str] = dict(manifest["features"])
-        encoder = manifest["target_encoder"]
-        self.classes: list[Any] | None = list(encoder["classes"]) if self.task != "regression" else None
-        self._mean, self._std = encoder.get("mean", 0.0), encoder.get("std", 1.0)
+        from waypost.tasks import get_task
+
+        self._task = get_task(self.task)  # the output contract: raw graph output -> the answer
+        self._encoder_state = encoder = manifest["target_encoder"]
+        self.classes: list[Any] | None = list(encoder["classes"]) if self._task.is_classification else None
         self.version: str = manifest.get("model_version") or manifest["model"]["digest"][:19]
         try:
             self._transform = input_transform(manifest["preprocessor"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{where}: the preprocessor state cannot be used ({exc!r})") from None
-        if self.classes is not None:
-            kinds = {type(c) for c in self.classes}
-            dtype: Any = np.int64 if kinds == {int} else bool if kinds == {bool} else object
-            self._labels = np.asarray(self.classes, dtype=dtype)
         verify.self_test(self)
 
     def example_record(self) -> dict[str, Any]:
@@ -141,18 +140,14 @@ class Bundle:
         to {column: bool mask over the rows}, only for columns with at least one."""
         views = self._views(data)
         raw = self._run(views)
-        issues = views.get(ISSUES, {})
-        if self.task == "regression":
-            return {"prediction": raw[:, 0].astype(np.float64) * self._std + self._mean, "proba": None,
-                    "issues": issues}
-        return {"prediction": self._labels[raw.argmax(1)], "proba": raw, "issues": issues}
+        return {**self._task.decode(raw, self._encoder_state), "issues": views.get(ISSUES, {})}
 
     def predict(self, data: Any) -> np.ndarray:
         return self.infer(data)["prediction"]  # type: ignore[return-value]
 
     def predict_proba(self, data: Any) -> np.ndarray:
-        if self.task == "regression":
-            raise DataError("predict_proba is for classification; this bundle's task is regression")
+        if not self._task.is_classification:
+            raise DataError(f"predict_proba is for classification; this bundle's task is {self.task}")
         return self.infer(data)["proba"]  # type: ignore[return-value]
 
     def __repr__(self) -> str:
@@ -176,27 +171,29 @@ def _is_frame(data: Any) -> bool:
 def input_transform(state: dict[str, Any]) -> Any:
     """The preprocessor state -> a callable (columns, n) -> the graph's input arrays by name.
 
-    An image or text column (`*_frame` states) gets its own transform (Pillow or tokenizers, imported
-    only then); the tabular columns of a table, alone or beside that column, get `TabularTransform`.
-    The export calibrates int8 through this same function, so it feeds what the bundle will feed.
+    Each encoder column gets its kind's transform (Pillow or tokenizers, imported only then); the
+    tabular columns get `TabularTransform`. The export calibrates int8 through this same function,
+    so it feeds what the bundle will feed.
     """
-    kind = state.get("kind")
-    if kind == "tabular":
-        return TabularTransform(state)
-    if kind == "image_frame":
-        from waypost.runtime.images import ImageTransform
+    from waypost.kinds import get_kind
+    from waypost.kinds.frame import frame_state
 
-        column: Any = ImageTransform(state)
-    elif kind == "text_frame":
-        from waypost.runtime.text import TextTransform
+    state = frame_state(state)
+    if state.get("kind") != "frame":
+        raise ModelFileError(f"bundle preprocessor has kind {state.get('kind')!r}; expected 'frame'")
+    steps = [get_kind(entry["kind"]).runtime_transform(entry) for entry in state["columns"]]
+    if state.get("tabular") is not None:
+        steps.append(TabularTransform(state["tabular"]))
+    if len(steps) == 1:
+        return steps[0]
 
-        column = TextTransform(state)
-    else:
-        raise ModelFileError(f"bundle preprocessor has kind {kind!r}; expected tabular, image_frame or text_frame")
-    if state.get("tabular") is None:
-        return column
-    tabular = TabularTransform(state["tabular"])
-    return lambda columns, n: {**column(columns, n), **tabular(columns, n)}
+    def transform(columns: dict[str, Any], n: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for step in steps:
+            out.update(step(columns, n))
+        return out
+
+    return transform
 
 
 def _providers(ort: Any) -> list[str]:

@@ -1,10 +1,14 @@
-"""Tabular preprocessing in numpy alone, re-implemented from the JSON state of
-`waypost.data.preprocess` (same outputs within float32 rounding; tests hold them to 1e-6).
+"""Tabular preprocessing in numpy alone, from the JSON state that `waypost.data.preprocess` fits.
 
-No pandas here: the runtime must install and import small. Differences, by design:
+This is the one implementation of the tabular formulas: the deployed bundle runs it on records and
+columns, and training's `TabularPreprocessor.transform` runs it too, after adapting its pandas
+columns (pandas parses dates in formats guessed per value, coerces numeric strings, and reduces a
+category column to its distinct values). What the runtime does alone, by design:
 - datetime strings are parsed as ISO 8601 (what JSON APIs send) or Unix seconds; other formats
-  count as missing, where pandas would have guessed a format;
-- values arrive as Python lists / numpy arrays from records or columns.
+  count as missing;
+- values arrive as Python lists / numpy arrays from records or columns, or as `Distinct`.
+
+No pandas here: the runtime must install and import small.
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ def _is_missing(v: Any) -> bool:
 
 
 def canonical(v: Any) -> str | None:
-    """Mirror of `waypost.data.preprocess.canonical_string`; None for a missing value."""
+    """The category key of a value, so 1, 1.0 and np.int64(1) are one category; None for missing.
+    (`waypost.data.convert.canonical_string` is this, plus pandas Timestamps.)"""
     if _is_missing(v):
         return None
     if isinstance(v, (bool, np.bool_)):
@@ -68,9 +73,10 @@ def binary_choices(values: list[str]) -> list[Any]:
 
 
 def to_float(values: Any, name: str) -> np.ndarray:
+    """float64 (n,), NaN for missing and +-inf. May share memory with `values`: never written to."""
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf":
-        x = arr.astype(np.float64)
+        x = arr.astype(np.float64, copy=False)
     else:
         try:
             x = np.asarray([np.nan if (v is None or (isinstance(v, str) and not v.strip())) else v
@@ -78,9 +84,9 @@ def to_float(values: Any, name: str) -> np.ndarray:
         except (TypeError, ValueError):
             row, bad = next((i, v) for i, v in enumerate(arr.tolist()) if not _parses_as_float(v))
             raise DataError(f"row {row}: column {name!r} expected a number, got {bad!r:.80}") from None
-    x = np.array(x, dtype=np.float64, copy=True).reshape(-1)
-    x[~np.isfinite(x)] = np.nan
-    return x
+    x = x.reshape(-1)
+    finite = np.isfinite(x)
+    return x if finite.all() else np.where(finite, x, np.nan)
 
 
 def _parses_as_float(v: Any) -> bool:
@@ -93,27 +99,45 @@ def _parses_as_float(v: Any) -> bool:
         return False
 
 
-def _codes(values: Any, index: dict[str, int], fill: int) -> tuple[np.ndarray, np.ndarray]:
-    """(code per row, missing mask); unknown values get `fill`.
+class Distinct:
+    """A column already reduced to its distinct values: `values[inverse[i]]` is row i's value, and
+    inverse -1 marks a missing one. Category and binary columns accept it in place of the rows, so
+    a caller that can factorise faster (pandas, an Arrow dictionary) pays one key per value."""
 
-    Rows are first reduced to their distinct raw values (a dict lookup each), and `canonical` runs
-    once per distinct value: a batch of 10,000 rows of a 5-valued column canonicalises 5 values.
-    """
+    __slots__ = ("inverse", "values")
+
+    def __init__(self, inverse: np.ndarray, values: list[Any]) -> None:
+        self.inverse = np.asarray(inverse, dtype=np.int64)
+        self.values = values
+
+
+def _distinct(values: Any) -> Distinct | None:
+    """Rows -> `Distinct` by a dict lookup each; None when a value is unhashable (a list)."""
     arr = np.asarray(values, dtype=object).reshape(-1)
-    distinct: dict[Any, int] = {}
+    seen: dict[Any, int] = {}
     try:
-        inverse = np.fromiter((distinct.setdefault(v, len(distinct)) for v in arr.tolist()),
-                              dtype=np.int64, count=len(arr))
-    except TypeError:  # unhashable values (lists): the slow path, one canonical() per row
-        keys = [canonical(v) for v in arr.tolist()]
-        missing = np.fromiter((k is None for k in keys), dtype=bool, count=len(keys))
-        codes = np.fromiter((index.get(k, fill) if k is not None else fill for k in keys), dtype=np.int64,
-                            count=len(keys))
-        return codes, missing
-    keys = [canonical(v) for v in distinct]
+        inverse = np.fromiter((seen.setdefault(v, len(seen)) for v in arr.tolist()), dtype=np.int64, count=len(arr))
+    except TypeError:
+        return None
+    return Distinct(inverse, list(seen))
+
+
+def _codes(values: Any, index: dict[str, int], fill: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(code per row, {"unseen": mask} or {}); missing and unknown values get `fill`.
+
+    `canonical` runs once per distinct value (a batch of 10,000 rows of a 5-valued column
+    canonicalises 5 values), and the unseen mask is only gathered when some value is unseen.
+    """
+    distinct = values if isinstance(values, Distinct) else _distinct(values)
+    if distinct is None:  # unhashable values (lists): one canonical() per row, then as strings
+        keys = [canonical(v) for v in np.asarray(values, dtype=object).reshape(-1).tolist()]
+        distinct = Distinct(np.arange(len(keys)), keys)
+    keys = [canonical(v) for v in distinct.values]
     code_of = np.array([index.get(k, fill) if k is not None else fill for k in keys] + [fill], dtype=np.int64)
-    missing_of = np.array([k is None for k in keys] + [True], dtype=bool)
-    return code_of[inverse], missing_of[inverse]
+    unseen_of = np.array([k is not None and k not in index for k in keys] + [False], dtype=bool)
+    codes = code_of[distinct.inverse]  # inverse -1 (missing) picks the trailing entry
+    unseen = unseen_of[distinct.inverse] if unseen_of.any() else None
+    return codes, {"unseen": unseen} if unseen is not None and unseen.any() else {}
 
 
 def to_datetime(values: Any, name: str) -> np.ndarray:
@@ -211,21 +235,17 @@ class ColumnTransform:
         return mlp, x.astype(np.float32)[:, None], issues
 
     def _category(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        codes, missing = _codes(values, self.index, 0)
+        codes, issues = _codes(values, self.index, 0)
         gbm = codes.astype(np.float32) - 1.0
         gbm[gbm < 0] = float(len(self.index))
-        unseen = (codes == 0) & ~missing
-        return codes[:, None], gbm[:, None], {"unseen": unseen} if unseen.any() else {}
+        return codes[:, None], gbm[:, None], issues
 
     def _binary(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        codes, was_missing = _codes(values, self.index, -1)
-        x = codes.astype(np.float64)
-        x[codes < 0] = np.nan
-        missing = np.isnan(x)
-        cols = [np.where(missing, 0.5, x)] + ([missing] if self.state["add_indicator"] else [])
-        unseen = missing & ~was_missing
-        return (np.column_stack(cols).astype(np.float32), x.astype(np.float32)[:, None],
-                {"unseen": unseen} if unseen.any() else {})
+        codes, issues = _codes(values, self.index, -1)  # unseen values count as missing
+        missing = codes < 0
+        cols = [np.where(missing, 0.5, codes)] + ([missing] if self.state["add_indicator"] else [])
+        gbm = np.where(missing, np.nan, codes).astype(np.float32)
+        return np.column_stack(cols).astype(np.float32), gbm[:, None], issues
 
     def _datetime(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = self.state

@@ -19,24 +19,35 @@ import numpy as np
 
 from waypost.errors import ModelFileError
 from waypost.manifest import require, require_preprocessor, require_target
-from waypost.runtime.features import binary_choices
 
-FEATURE_TYPES = ("numeric", "category", "binary", "datetime", "image", "text")
 BUNDLE_SPEC = {
     "task": str, "target": str, "features": dict, "preprocessor": dict, "target_encoder": dict,
     "model": {"file": str, "digest": str, "inputs": list},
 }
-# graph input name -> the element type the runtime feeds it
-INPUT_TYPES = {"numeric": "tensor(float)", "categorical": "tensor(int64)", "gbm": "tensor(float)",
-               "image": "tensor(float)", "input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}
+# the tabular views' graph inputs -> the element type the runtime feeds them (an encoder column's
+# inputs come from its kind: `input_types`)
+TABULAR_INPUTS = {"numeric": "tensor(float)", "categorical": "tensor(int64)", "gbm": "tensor(float)"}
+
+
+def input_types(manifest: dict[str, Any]) -> dict[str, str]:
+    """Every graph input the bundle's preprocessing feeds -> its element type."""
+    from waypost.kinds import get_kind
+    from waypost.kinds.frame import encoder_columns
+
+    out = dict(TABULAR_INPUTS)
+    for entry in encoder_columns(manifest["preprocessor"]):
+        out.update(zip(entry["inputs"], get_kind(entry["kind"]).input_types.values()))
+    return out
 
 
 def check_manifest(manifest: dict[str, Any], where: str) -> None:
     """Every key the runtime reads is present with its type; features and preprocessing agree."""
     require(manifest, BUNDLE_SPEC, where)
+    from waypost.kinds import is_registered, kind_names
+
     for name, ftype in manifest["features"].items():
-        if ftype not in FEATURE_TYPES:
-            raise ModelFileError(f"{where}: feature {name!r} has type {ftype!r}; expected one of {list(FEATURE_TYPES)}")
+        if not isinstance(ftype, str) or not is_registered(ftype):
+            raise ModelFileError(f"{where}: feature {name!r} has type {ftype!r}; expected one of {list(kind_names())}")
     if not manifest["features"]:
         raise ModelFileError(f"{where}: 'features' is empty: the bundle has no inputs")
     require_preprocessor(manifest["preprocessor"], manifest["features"], where)
@@ -59,10 +70,11 @@ def read_verified(path: Path, digest: str) -> bytes:
 
 
 def output_width(manifest: dict[str, Any]) -> int:
-    """Columns of the graph's output: one per class, or 1 for regression."""
-    if manifest["task"] == "regression":
-        return 1
-    return len(manifest["target_encoder"]["classes"])
+    """Columns of the graph's output: the task's width (one per class, or 1 for regression)."""
+    from waypost.tasks import get_task
+
+    task = get_task(manifest["task"])
+    return task.n_outputs(len(manifest["target_encoder"]["classes"]) if task.is_classification else 0)
 
 
 def check_graph(session: Any, manifest: dict[str, Any], where: str) -> None:
@@ -73,10 +85,11 @@ def check_graph(session: Any, manifest: dict[str, Any], where: str) -> None:
     if set(inputs) != set(listed):
         raise ModelFileError(f"{where}: the graph's inputs {sorted(inputs)} are not the manifest's "
                              f"model.inputs {sorted(listed)}")
+    fed = input_types(manifest)
     for name, node in inputs.items():
-        want = INPUT_TYPES.get(name)
+        want = fed.get(name)
         if want is None:
-            raise ModelFileError(f"{where}: graph input {name!r} is not one the runtime feeds ({sorted(INPUT_TYPES)})")
+            raise ModelFileError(f"{where}: graph input {name!r} is not one the runtime feeds ({sorted(fed)})")
         if node.type != want:
             raise ModelFileError(f"{where}: graph input {name!r} is {node.type}; the runtime feeds {want}")
     outputs = session.get_outputs()
@@ -94,23 +107,14 @@ def check_graph(session: Any, manifest: dict[str, Any], where: str) -> None:
 def example_record(manifest: dict[str, Any]) -> dict[str, Any]:
     """One row built from the fitted state, as a JSON client would send it: each number's training
     median, each category's most frequent value, a binary's first value (in its JSON type), each
-    date's median; texts empty, images None (the caller supplies one)."""
+    date's median; texts empty, images None (the caller supplies one): each column's kind says."""
+    from waypost.kinds import get_kind
+    from waypost.kinds.frame import encoder_columns, tabular_columns
+
     state = manifest["preprocessor"]
-    tabular = state if state["kind"] == "tabular" else state.get("tabular")
-    row: dict[str, Any] = {}
-    for col in (tabular or {}).get("columns", []):
-        kind, name = col["kind"], col["name"]
-        if kind == "numeric":
-            value = float(col["median"])
-            row[name] = int(value) if value.is_integer() and abs(value) < 2**53 else value
-        elif kind == "category":
-            row[name] = col["categories"][0] if col["categories"] else None
-        elif kind == "binary":
-            row[name] = binary_choices(col["values"])[0]
-        else:
-            row[name] = str(col["median"])
-    if state["kind"] != "tabular":
-        row[state["column"]] = "" if state["kind"] == "text_frame" else None
+    row = {col["name"]: get_kind(col["kind"]).example_value(col) for col in tabular_columns(state)}
+    for entry in encoder_columns(state):
+        row[entry["name"]] = get_kind(entry["kind"]).example_value(entry)
     return row
 
 
@@ -118,12 +122,12 @@ def self_test(bundle: Any) -> None:
     """One prediction on `example_record` (a blank image of the trained size for an image column):
     the graph must run on what the runtime feeds it and answer (1, width) finite numbers."""
     manifest = bundle.manifest
+    from waypost.kinds import get_kind
+    from waypost.kinds.frame import encoder_columns
+
     record = example_record(manifest)
-    state = manifest["preprocessor"]
-    if state["kind"] == "image_frame":
-        h, w = state["image"]["size"]
-        shape = (h, w) if int(state["image"]["channels"]) == 1 else (h, w, 3)
-        record[state["column"]] = np.zeros(shape, dtype=np.uint8)
+    for entry in encoder_columns(manifest["preprocessor"]):  # e.g. a blank image of the trained size
+        record[entry["name"]] = get_kind(entry["kind"]).probe_value(entry)
     where = str(bundle.path / "model.onnx")
     try:
         raw = bundle.raw([record])

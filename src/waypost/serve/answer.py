@@ -74,7 +74,7 @@ async def log_request(st: Any, columns: dict[str, Any], result: BatchResult) -> 
     log = st.predlog
     if log is None:
         return None
-    images = st.schema.image_columns
+    images = st.schema.media_columns
     inputs = {c: [image_digest(b) if isinstance(b, bytes) else None for b in v] if c in images else v
               for c, v in columns.items()}
     proba = result.proba if st.class_keys is not None else None

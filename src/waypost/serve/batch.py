@@ -80,17 +80,19 @@ class PredictorScorer(BundleScorer):
 
     def __init__(self, path: Path) -> None:
         from waypost.predictor import Predictor
+        from waypost.tasks import get_task
 
         self.predictor = Predictor.load(path)
-        self.classes = None if self.predictor.task_ == "regression" else self.predictor.classes_
+        self._task = get_task(self.predictor.task_)
+        self.classes = self.predictor.classes_ if self._task.is_classification else None
         self.features = dict(self.predictor.features_)
         self.issues, self.skipped = {}, []
 
     def _infer(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, dict[str, dict[str, int]]]:
-        if self.predictor.task_ == "regression":
+        if not self._task.is_classification:
             return self.predictor.predict(chunk), None, self.predictor.input_issues_
         probs = self.predictor.predict_proba(chunk).to_numpy()
-        return (self.predictor.target_encoder_.inverse_transform(probs.argmax(1)), probs,
+        return (self._task.decode(probs, self.predictor.target_encoder_.to_state())["prediction"], probs,
                 self.predictor.input_issues_)
 
 
@@ -132,7 +134,9 @@ def load_scorer(path: str | Path) -> BundleScorer:
 
 def _image_column(scorer: BundleScorer, folder: Path) -> str:
     """The model's one image column, or a DataError saying why a folder cannot feed this model."""
-    images = [c for c, t in scorer.features.items() if t == "image"]
+    from waypost.kinds import get_kind
+
+    images = [c for c, t in scorer.features.items() if get_kind(t).media]
     if not images:
         raise DataError(
             f"{folder} is a folder, but this model's features are tabular ({', '.join(scorer.features)}): "
@@ -179,7 +183,9 @@ def _scored(scorer: BundleScorer, chunks: Iterator[pd.DataFrame], keep: list[str
     """Score chunk by chunk. The runtime numbers rows within its chunk; a "row N" in an error is
     shifted to the row of the whole input, so the user can find it. With `on_bad_image="skip"`, a
     chunk that fails is scored row by row and the rows whose image cannot be read are skipped."""
-    images = [c for c, t in scorer.features.items() if t == "image"]
+    from waypost.kinds import get_kind
+
+    images = [c for c, t in scorer.features.items() if get_kind(t).media]
     start = 0
     for chunk in chunks:
         try:
@@ -209,7 +215,9 @@ def batch_job(scorer: BundleScorer, data: str | Path, *, chunk_rows: int | None 
     data = Path(data)
     keep = list(keep or [])
     if chunk_rows is None:
-        has_images = "image" in scorer.features.values()
+        from waypost.kinds import get_kind
+
+        has_images = any(get_kind(t).media for t in scorer.features.values())
         chunk_rows = IMAGE_CHUNK_ROWS if has_images else DEFAULT_CHUNK_ROWS
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")

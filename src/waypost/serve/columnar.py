@@ -73,11 +73,6 @@ def parse_arrow(body: bytes, schema: Any) -> tuple[dict[str, Any], int]:
             for c in features}, table.num_rows
 
 
-_ARROW_EXPECTED = {"numeric": "integers or floats", "category": "strings, integers or floats",
-                   "binary": "the training values' type", "datetime": "timestamps, dates or ISO 8601 strings",
-                   "text": "strings", "image": "binary (the image bytes)"}
-
-
 def _first_bad(name: str, mask: Any, values: Any, msg: str) -> RequestError:
     i = int(np.flatnonzero(np.asarray(mask))[0])
     value = values[i]
@@ -85,76 +80,133 @@ def _first_bad(name: str, mask: Any, values: Any, msg: str) -> RequestError:
 
 
 def _arrow_column(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    """One Arrow column -> what the runtime takes, checked by its kind's rule (`arrow_<kind>` below)."""
+    import pyarrow.types as pt
+
+    from waypost.kinds import get_kind
+
+    t = column.type
+    if pt.is_dictionary(t):
+        column = column.cast(t.value_type)
+    kind = get_kind(c.kind)
+    rule = globals().get(f"arrow_{kind.name}")  # one per kind, below: the kinds never import the server
+    if rule is None:
+        raise RequestError([_err("arrow_type", [name], f"{c.kind} columns cannot be sent as Arrow yet")])
+    values = rule(name, c, column, max_pixels)
+    if values is None:
+        expected = kind.arrow_expected
+        if c.choices is not None:
+            expected = {bool: "booleans", str: "strings"}.get(type(c.choices[0]), "integers or floats")
+        raise RequestError([_err("arrow_type", [name], f"{c.kind} column expects Arrow {expected}, got {column.type}")])
+    return values
+
+
+def _types(t: Any) -> tuple[bool, bool]:
+    import pyarrow.types as pt
+
+    return pt.is_string(t) or pt.is_large_string(t), pt.is_integer(t) or pt.is_floating(t) or pt.is_decimal(t)
+
+
+# Each returns the column's values, or None when the Arrow type is not one the kind takes.
+def arrow_numeric(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    _, numbers = _types(column.type)
+    if not (numbers or pt.is_null(column.type)):
+        return None
+    x = column.cast(pa.float64()).to_numpy()  # null -> NaN (NaN itself is a missing value, as null)
+    if np.isinf(x).any():
+        raise _first_bad(name, np.isinf(x), x, "numeric feature: expected a finite number or null")
+    return x
+
+
+def arrow_category(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    import pyarrow.types as pt
+
+    t = column.type
+    strings, numbers = _types(t)
+    if not (strings or numbers or pt.is_null(t)):
+        return None
+    values = column.to_numpy(zero_copy_only=False)
+    if pt.is_floating(t) and np.isinf(values.astype(np.float64)).any():
+        x = values.astype(np.float64)
+        raise _first_bad(name, np.isinf(x), x, "category feature: expected a string, a finite number or null")
+    return values
+
+
+def arrow_binary(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
-    ftype = c.kind
     t = column.type
-    if pt.is_dictionary(t):
-        column, t = column.cast(t.value_type), t.value_type
-    strings = pt.is_string(t) or pt.is_large_string(t)
-    numbers = pt.is_integer(t) or pt.is_floating(t) or pt.is_decimal(t)
-    if ftype == "numeric" and (numbers or pt.is_null(t)):
-        x = column.cast(pa.float64()).to_numpy()  # null -> NaN (NaN itself is a missing value, as null)
-        if np.isinf(x).any():
-            raise _first_bad(name, np.isinf(x), x, "numeric feature: expected a finite number or null")
-        return x
-    if ftype == "category" and (strings or numbers or pt.is_null(t)):
-        values = column.to_numpy(zero_copy_only=False)
-        if pt.is_floating(t) and np.isinf(values.astype(np.float64)).any():
-            x = values.astype(np.float64)
-            raise _first_bad(name, np.isinf(x), x, "category feature: expected a string, a finite number or null")
-        return values
-    if ftype == "binary" and c.choices is not None:
-        kinds = {type(v) for v in c.choices}
-        fits = (pt.is_boolean(t) if kinds == {bool} else strings if kinds == {str} else numbers) or pt.is_null(t)
-        if fits:
-            present = pc.is_valid(column)
-            if pt.is_null(t):
-                inside = present
-            elif numbers:  # 2 == 2.0: compared as float64, whatever the integer or decimal type
-                inside = pc.is_in(column.cast(pa.float64()), value_set=pa.array([float(v) for v in c.choices]))
-            else:
-                inside = pc.is_in(column, value_set=pa.array(list(c.choices), type=t))
-            outside = pc.and_(present, pc.invert(pc.fill_null(inside, False)))
-            if pc.any(outside).as_py():
-                raise _first_bad(name, outside.to_numpy(zero_copy_only=False), column.to_pylist(),
-                                 f"binary feature: expected {c.expected}")
-            return column.to_numpy(zero_copy_only=False)
-    elif ftype == "binary" and (strings or numbers or pt.is_boolean(t) or pt.is_null(t)):
-        return column.to_numpy(zero_copy_only=False)  # a bundle without the two values stored
-    if ftype == "datetime" and (pt.is_timestamp(t) or pt.is_date(t)):
+    strings, numbers = _types(t)
+    if c.choices is None:  # a bundle without the two values stored
+        ok = strings or numbers or pt.is_boolean(t) or pt.is_null(t)
+        return column.to_numpy(zero_copy_only=False) if ok else None
+    kinds = {type(v) for v in c.choices}
+    if not ((pt.is_boolean(t) if kinds == {bool} else strings if kinds == {str} else numbers) or pt.is_null(t)):
+        return None
+    present = pc.is_valid(column)
+    if pt.is_null(t):
+        inside = present
+    elif numbers:  # 2 == 2.0: compared as float64, whatever the integer or decimal type
+        inside = pc.is_in(column.cast(pa.float64()), value_set=pa.array([float(v) for v in c.choices]))
+    else:
+        inside = pc.is_in(column, value_set=pa.array(list(c.choices), type=t))
+    outside = pc.and_(present, pc.invert(pc.fill_null(inside, False)))
+    if pc.any(outside).as_py():
+        raise _first_bad(name, outside.to_numpy(zero_copy_only=False), column.to_pylist(),
+                         f"binary feature: expected {c.expected}")
+    return column.to_numpy(zero_copy_only=False)
+
+
+def arrow_datetime(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    t = column.type
+    if pt.is_timestamp(t) or pt.is_date(t):
         try:
             return column.cast(pa.timestamp("ns", tz=getattr(t, "tz", None))).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid as exc:  # outside numpy's nanosecond range (years 1678-2261)
             raise RequestError([_err("value_error", [name], f"datetime feature: {exc}")]) from None
-    if ftype == "datetime" and (strings or pt.is_null(t)):
-        from waypost.serve.fields import is_datetime
+    strings, _ = _types(t)
+    if not (strings or pt.is_null(t)):
+        return None
+    from waypost.serve.fields import is_datetime
 
-        values = column.to_pylist()
-        bad = [v is not None and not is_datetime(v) for v in values]
-        if any(bad):
-            raise _first_bad(name, bad, values, f"datetime feature: expected {c.expected}")
-        return values
-    if ftype == "text" and (strings or pt.is_null(t)):
-        return column.to_pylist()
-    if ftype == "image" and (pt.is_binary(t) or pt.is_large_binary(t)):
-        blobs, errors = column.to_pylist(), []
-        for i, blob in enumerate(blobs):
-            try:
-                image_bytes(blob, "null" if blob is None else f"the {len(blob)} bytes", max_pixels)
-            except ImageTooLarge as exc:
-                errors.append(_err("image_too_large", [name, i], f"image feature: {exc}"))
-            except ValueError as exc:
-                errors.append(_err("image_bytes", [name, i], f"{exc} (the server never opens file paths or URLs)"))
-        if errors:
-            raise RequestError(errors[:20])
-        return blobs
-    expected = _ARROW_EXPECTED[ftype]
-    if ftype == "binary" and c.choices is not None:
-        expected = {bool: "booleans", str: "strings"}.get(type(c.choices[0]), "integers or floats")
-    raise RequestError([_err("arrow_type", [name], f"{ftype} column expects Arrow {expected}, got {t}")])
+    values = column.to_pylist()
+    bad = [v is not None and not is_datetime(v) for v in values]
+    if any(bad):
+        raise _first_bad(name, bad, values, f"datetime feature: expected {c.expected}")
+    return values
+
+
+def arrow_text(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    import pyarrow.types as pt
+
+    strings, _ = _types(column.type)
+    return column.to_pylist() if strings or pt.is_null(column.type) else None
+
+
+def arrow_image(name: str, c: Any, column: Any, max_pixels: int | None) -> Any:
+    import pyarrow.types as pt
+
+    if not (pt.is_binary(column.type) or pt.is_large_binary(column.type)):
+        return None
+    blobs, errors = column.to_pylist(), []
+    for i, blob in enumerate(blobs):
+        try:
+            image_bytes(blob, "null" if blob is None else f"the {len(blob)} bytes", max_pixels)
+        except ImageTooLarge as exc:
+            errors.append(_err("image_too_large", [name, i], f"image feature: {exc}"))
+        except ValueError as exc:
+            errors.append(_err("image_bytes", [name, i], f"{exc} (the server never opens file paths or URLs)"))
+    if errors:
+        raise RequestError(errors[:20])
+    return blobs
 
 
 def arrow_payload(st: Any, result: BatchResult) -> Payload:

@@ -114,62 +114,81 @@ PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR42mP4DwABAQEAH
 
 
 def contract(kind: str, state: dict[str, Any] | None = None) -> FieldContract:
-    """The contract of a feature of `kind`; `state` is its fitted preprocessor state (binary values,
-    medians and categories for the examples), None when the bundle carries none for it."""
-    state = state or {}
-    if kind == "numeric":
-        schema = {"anyOf": [{"type": "number"}, _NULL]}
-        median = state.get("median")
-        example = median if isinstance(median, (int, float)) and math.isfinite(median) else 0.0
-        return FieldContract(kind, Annotated[Optional[_FINITE], WithJsonSchema(schema)], schema,
-                             "a finite JSON number (integer or decimal, not a string or a boolean) or null",
-                             int(example) if float(example).is_integer() else example)
-    if kind == "category":
-        schema = {"anyOf": [{"type": "string"}, {"type": "number"}, _NULL]}
-        categories = state.get("categories") or ["a"]
-        return FieldContract(kind, Annotated[Union[str, int, _FINITE, None], WithJsonSchema(schema)], schema,
-                             "a string, a number (not a boolean) or null", categories[0])
-    if kind == "binary":
-        values = state.get("values")
-        if not values or len(values) > 2:
-            schema = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, _NULL]}
-            return FieldContract(kind, Annotated[Union[bool, str, int, _FINITE, None], WithJsonSchema(schema)],
-                                 schema, "a string, a number, a boolean or null", True)
-        choices = binary_choices(list(values))
-        if all(isinstance(c, bool) for c in choices):
-            schema = {"anyOf": [{"type": "boolean", "enum": choices}, _NULL]}
-            annotation: Any = Optional[bool]
-        elif all(isinstance(c, str) for c in choices):
-            schema = {"anyOf": [{"type": "string", "enum": choices}, _NULL]}
-            annotation = Optional[Literal[tuple(choices)]]  # type: ignore[valid-type]
-        else:  # numbers: strict int/float first (no booleans), then membership
-            schema = {"anyOf": [{"type": "number", "enum": choices}, _NULL]}
-            annotation = Optional[Annotated[Union[int, _FINITE], AfterValidator(_one_of(choices))]]
-        return FieldContract(kind, Annotated[annotation, WithJsonSchema(schema)], schema,
-                             f"{_show(choices)} (the training values) or null", choices[0], tuple(choices))
-    if kind == "datetime":
-        schema = {"anyOf": [{"type": "string", "pattern": DATETIME_PATTERN}, _NULL]}
-        median = state.get("median")
-        example = median if isinstance(median, str) and is_datetime(median) else "2024-01-31T12:00:00"
-        annotation = Optional[Annotated[str, Field(pattern=DATETIME_PATTERN), AfterValidator(_datetime)]]
-        return FieldContract(kind, Annotated[annotation, WithJsonSchema(schema)], schema,
-                             f"{DATETIME_EXPECTED}, or null", example)
-    if kind == "text":
-        schema = {"anyOf": [{"type": "string"}, _NULL]}
-        return FieldContract(kind, Annotated[Optional[str], WithJsonSchema(schema)], schema,
-                             "a string or null (null is an empty text)", "a short text")
-    if kind == "image":
-        schema = {"type": "string", "format": IMAGE_FORMAT, "contentEncoding": "base64", "contentMediaType": "image/*"}
-        return FieldContract(kind, Annotated[str, WithJsonSchema(schema)], schema,
-                             IMAGE_EXPECTED[len("expected "):], PNG_1PX)
-    raise ValueError(f"unknown feature type {kind!r}")
+    """The contract of a feature of `kind` (`<kind>_contract` below: one per registered kind, here
+    beside the server so the kinds never import it); `state` is its fitted preprocessor state
+    (binary values, medians and categories for the examples), None when the bundle carries none."""
+    from waypost.kinds import get_kind
+
+    get_kind(kind)  # an unregistered kind: the registry's error, naming the known ones
+    build = globals().get(f"{kind}_contract")
+    if build is None:
+        raise ValueError(f"waypost serve has no request field for column kind {kind!r} yet "
+                         f"(add {kind}_contract to waypost.serve.fields)")
+    return build(state or {})
+
+
+def numeric_contract(state: dict[str, Any]) -> FieldContract:
+    schema = {"anyOf": [{"type": "number"}, _NULL]}
+    median = state.get("median")
+    example = median if isinstance(median, (int, float)) and math.isfinite(median) else 0.0
+    return FieldContract("numeric", Annotated[Optional[_FINITE], WithJsonSchema(schema)], schema,
+                         "a finite JSON number (integer or decimal, not a string or a boolean) or null",
+                         int(example) if float(example).is_integer() else example)
+
+
+def category_contract(state: dict[str, Any]) -> FieldContract:
+    schema = {"anyOf": [{"type": "string"}, {"type": "number"}, _NULL]}
+    categories = state.get("categories") or ["a"]
+    return FieldContract("category", Annotated[Union[str, int, _FINITE, None], WithJsonSchema(schema)], schema,
+                         "a string, a number (not a boolean) or null", categories[0])
+
+
+def binary_contract(state: dict[str, Any]) -> FieldContract:
+    values = state.get("values")
+    if not values or len(values) > 2:
+        schema = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, _NULL]}
+        return FieldContract("binary", Annotated[Union[bool, str, int, _FINITE, None], WithJsonSchema(schema)],
+                             schema, "a string, a number, a boolean or null", True)
+    choices = binary_choices(list(values))
+    if all(isinstance(c, bool) for c in choices):
+        schema = {"anyOf": [{"type": "boolean", "enum": choices}, _NULL]}
+        annotation: Any = Optional[bool]
+    elif all(isinstance(c, str) for c in choices):
+        schema = {"anyOf": [{"type": "string", "enum": choices}, _NULL]}
+        annotation = Optional[Literal[tuple(choices)]]  # type: ignore[valid-type]
+    else:  # numbers: strict int/float first (no booleans), then membership
+        schema = {"anyOf": [{"type": "number", "enum": choices}, _NULL]}
+        annotation = Optional[Annotated[Union[int, _FINITE], AfterValidator(_one_of(choices))]]
+    return FieldContract("binary", Annotated[annotation, WithJsonSchema(schema)], schema,
+                         f"{_show(choices)} (the training values) or null", choices[0], tuple(choices))
+
+
+def datetime_contract(state: dict[str, Any]) -> FieldContract:
+    schema = {"anyOf": [{"type": "string", "pattern": DATETIME_PATTERN}, _NULL]}
+    median = state.get("median")
+    example = median if isinstance(median, str) and is_datetime(median) else "2024-01-31T12:00:00"
+    annotation = Optional[Annotated[str, Field(pattern=DATETIME_PATTERN), AfterValidator(_datetime)]]
+    return FieldContract("datetime", Annotated[annotation, WithJsonSchema(schema)], schema,
+                         f"{DATETIME_EXPECTED}, or null", example)
+
+
+def text_contract(state: dict[str, Any]) -> FieldContract:
+    schema = {"anyOf": [{"type": "string"}, _NULL]}
+    return FieldContract("text", Annotated[Optional[str], WithJsonSchema(schema)], schema,
+                         "a string or null (null is an empty text)", "a short text")
+
+
+def image_contract(state: dict[str, Any]) -> FieldContract:
+    schema = {"type": "string", "format": IMAGE_FORMAT, "contentEncoding": "base64", "contentMediaType": "image/*"}
+    return FieldContract("image", Annotated[str, WithJsonSchema(schema)], schema,
+                         IMAGE_EXPECTED[len("expected "):], PNG_1PX)
 
 
 def column_states(preprocessor: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Column name -> fitted state, from a bundle's ``manifest["preprocessor"]`` (tabular columns
-    alone or beside an image/text column)."""
+    """Column name -> fitted state, from a bundle's ``manifest["preprocessor"]`` (every column, by kind)."""
     if not isinstance(preprocessor, dict):
         return {}
-    tabular = preprocessor if preprocessor.get("kind") == "tabular" else preprocessor.get("tabular")
-    columns = (tabular or {}).get("columns") or []
+    from waypost.kinds.frame import encoder_columns, tabular_columns
+
+    columns = encoder_columns(preprocessor) + tabular_columns(preprocessor)
     return {str(c["name"]): c for c in columns if isinstance(c, dict) and "name" in c}

@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from waypost.serve.defaults import MAX_IMAGE_PIXELS
 from waypost.serve.fields import IMAGE_EXPECTED, FieldContract, column_states, contract
 
-FEATURE_KINDS = ("numeric", "category", "binary", "datetime", "image", "text")
 _DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.IGNORECASE)
 _URLSAFE = str.maketrans("-_", "+/")
 # errors about the shape of the body or a column, kept as pydantic words them; every other error at
@@ -200,15 +199,18 @@ class RecordSchema:
 
     def __init__(self, features: dict[str, str], preprocessor: dict[str, Any] | None = None, *,
                  max_image_pixels: int | None = MAX_IMAGE_PIXELS):
-        unknown = {c: t for c, t in features.items() if t not in FEATURE_KINDS}
+        from waypost.kinds import get_kind, is_registered
+
+        unknown = {c: t for c, t in features.items() if not is_registered(t)}
         if unknown:
-            raise ValueError(f"waypost serve handles {list(FEATURE_KINDS)} features; the bundle has {unknown}")
+            raise ValueError(f"waypost serve handles the registered column kinds; the bundle has {unknown}")
         if not features:
             raise ValueError("the bundle has no input features")
         self.features = dict(features)
         self.columns = list(features)
-        self.image_columns = [c for c, t in features.items() if t == "image"]
-        self.numeric_columns = [c for c, t in features.items() if t == "numeric"]
+        # base64 file bytes (images): decoded and checked here; logged as digests
+        self.media_columns = [c for c, t in features.items() if get_kind(t).media]
+        self.dtypes = {c: get_kind(t).column_dtype for c, t in features.items() if get_kind(t).column_dtype}
         self.max_image_pixels = max_image_pixels
         states = column_states(preprocessor)
         self.contracts = {c: contract(t, states.get(c)) for c, t in features.items()}
@@ -257,9 +259,9 @@ class RecordSchema:
             raise RequestError(self._clean(exc.errors(include_url=False), layout)) from None
         attrs = self._attrs
         columns = {col: [getattr(m, a) for m in models] for a, col in zip(attrs, self.columns)}
-        if self.image_columns:  # base64 -> bytes here, always: a str would reach the runtime as a path
+        if self.media_columns:  # base64 -> bytes here, always: a str would reach the runtime as a path
             errors: list[dict[str, Any]] = []
-            for col in self.image_columns:
+            for col in self.media_columns:
                 where = (lambda i, c=col: ["body", c]) if single else (lambda i, c=col: ["body", i, c])
                 try:
                     columns[col] = decode_images(columns[col], where, self.max_image_pixels)
@@ -283,7 +285,7 @@ class RecordSchema:
             raise RequestError([{"type": "value_error", "loc": ["body", "columns"],
                                  "msg": f"columns must be arrays of one length; got {lengths}"}])
         errors: list[dict[str, Any]] = []
-        for col in self.image_columns:
+        for col in self.media_columns:
             try:
                 columns[col] = decode_images(columns[col], lambda i, c=col: ["body", "columns", c, i],
                                              self.max_image_pixels)
@@ -291,8 +293,8 @@ class RecordSchema:
                 errors += exc.errors
         if errors:
             raise RequestError(errors[:20])
-        for col in self.numeric_columns:  # one C loop instead of a float object per value downstream
-            columns[col] = np.asarray(columns[col], dtype=np.float64)
+        for col, dtype in self.dtypes.items():  # one C loop instead of a float object per value downstream
+            columns[col] = np.asarray(columns[col], dtype=dtype)
         return columns, next(iter(lengths.values()))
 
     # ---- OpenAPI -----------------------------------------------------------------------------

@@ -42,7 +42,10 @@ class SupervisedModule(L.LightningModule):
         param_groups: list[dict] | None = None,
     ) -> None:
         super().__init__()
+        from waypost.tasks import get_task
+
         self.net, self.loss_fn, self.task, self.cfg = net, loss_fn, task, cfg
+        self.task_ = get_task(task)  # which validation loss and metric the epochs are judged on
         self.param_groups = param_groups  # e.g. discriminative learning rates for transfer learning
         self.total_steps = total_steps
         self.automatic_optimization = False
@@ -103,7 +106,7 @@ class SupervisedModule(L.LightningModule):
             return
         out, y = torch.cat(self._val_out), torch.cat(self._val_y)
         self._val_out, self._val_y = [], []
-        if self.task == "regression":
+        if not self.task_.is_classification:  # one output: MSE on the standardised target
             val_loss = F.mse_loss(out.squeeze(-1), y.float())
             metric = error = val_loss.sqrt()  # rmse in standardised units
         else:

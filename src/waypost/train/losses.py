@@ -68,15 +68,17 @@ def class_weights(counts: np.ndarray, power: float = 0.5) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
-def choose_loss(
-    task: str, loss: str, imbalance: str, focal_gamma: float, class_counts: np.ndarray | None
-) -> tuple[nn.Module, str, Decision]:
-    """Returns (loss module, sampling strategy 'none'|'oversample', the decision with its reason)."""
-    if task == "regression":
-        name = "huber" if loss == "huber" else "mse"
-        module = HuberLoss() if name == "huber" else MSELoss()
-        return module, "none", Decision("training", "loss", name, "regression on the standardised target")
+def regression_loss(loss: str) -> tuple[nn.Module, str, Decision]:
+    """MSE (or Huber, when asked) on the standardised target; never resampled."""
+    name = "huber" if loss == "huber" else "mse"
+    module = HuberLoss() if name == "huber" else MSELoss()
+    return module, "none", Decision("training", "loss", name, "regression on the standardised target")
 
+
+def classification_loss(
+    loss: str, imbalance: str, focal_gamma: float, class_counts: np.ndarray
+) -> tuple[nn.Module, str, Decision]:
+    """Cross entropy, class-weighted, focal or on oversampled batches, from the label balance."""
     counts = np.asarray(class_counts)
     ratio = float(counts.min() / counts.max())
     strategy = imbalance
@@ -101,3 +103,16 @@ def choose_loss(
     return module, ("oversample" if strategy == "oversample" else "none"), Decision(
         "training", "loss", strategy if strategy != "none" else "cross_entropy", why
     )
+
+
+def choose_loss(
+    task: str, loss: str, imbalance: str, focal_gamma: float, class_counts: np.ndarray | None
+) -> tuple[nn.Module, str, Decision]:
+    """Returns (loss module, sampling strategy 'none'|'oversample', the decision with its reason).
+
+    The task says which family (`waypost.tasks`); classification needs `class_counts`."""
+    from waypost.tasks import get_task
+
+    if not get_task(task).is_classification:
+        return regression_loss(loss)
+    return classification_loss(loss, imbalance, focal_gamma, np.asarray(class_counts))

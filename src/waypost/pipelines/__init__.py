@@ -1,0 +1,2 @@
+"""Pipelines: the fit (read -> plan -> split -> preprocess -> parts -> ensemble -> track ->
+`FittedModel`), and later retrain and tune, each readable top to bottom."""

@@ -1,0 +1,219 @@
+"""One fit, top to bottom: read -> plan -> split -> preprocess every column through its kind ->
+fit candidate parts -> ensemble/select -> track -> a `FittedModel`.
+
+Every table takes this one path: tabular, one encoder column fused with the tabular ones, or several
+encoder columns. What differs per data type is asked of its kind (`waypost.kinds`), what differs per
+task of the task (`waypost.tasks`), and the parts come from the registry's factories
+(`waypost.pipelines.candidates`). Tracking and the console are fit-level callbacks
+(`waypost.pipelines.callbacks`), as are the user's.
+
+Durability lives in `waypost.train`: the whole fit runs under an interrupt guard (SIGINT/SIGTERM
+stop it at the next safe point with `FitInterrupted`; the tracker ends the run KILLED) and a
+`FitSession` that carries the time budget and the checkpoint folder to every training loop.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from waypost.config import WaypostConfig
+from waypost.pipelines.callbacks import Callbacks, ConsoleCallback, FitCallback, FitContext, TrackingCallback
+from waypost.pipelines.commit import commit_model, open_session, run_tracker
+from waypost.pipelines.fitted import FittedModel
+from waypost.plan import Decision
+from waypost.train import interrupt
+
+
+def fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None = None, *, callbacks: list[FitCallback] = (),
+        verbose: bool = True, resume: bool = False, save_to: Path | None = None,
+        started: float | None = None) -> FittedModel:
+    """Fit `cfg` on `train_data` (validation split off it unless `valid_data` is given). `resume`:
+    continue from the checkpoint of an interrupted fit of the same config and data (needs
+    `training.checkpoint_dir`). `save_to`: also write the model directory there, as part of the
+    commit, so the time limit covers it and a signal cannot leave a registered model without its
+    directory. `started`: when the caller's clock for `time_limit` started."""
+    started = time.perf_counter() if started is None else started
+    state: dict[str, Any] = {}
+    with interrupt.interrupt_guard():
+        try:
+            return _fit(cfg, train_data, valid_data, list(callbacks), verbose, resume, save_to, started, state)
+        except interrupt.FitInterrupted as exc:
+            tracker, store = state.get("tracker"), state.get("store")
+            exc.run_id = getattr(tracker, "run_id", None)
+            if store is not None and store.exists():
+                exc.checkpoint, exc.checkpoint_note = str(store.path), store.describe()
+            raise
+
+
+def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callbacks: list[FitCallback],
+         verbose: bool, resume: bool, save_to: Path | None, started: float, state: dict[str, Any]) -> FittedModel:
+    from waypost.data.io import read_table
+    from waypost.data.target import TargetEncoder, drop_missing_target
+    from waypost.kinds import get_kind
+    from waypost.pipelines.plan import require_target, resolve_job
+    from waypost.tasks import get_task
+    from waypost.train.session import fit_session
+
+    callbacks = Callbacks([ConsoleCallback(), *([TrackingCallback()] if cfg.tracking.enabled else []), *user_callbacks])
+    # ---- read ---------------------------------------------------------------------------------
+    train_df = read_table(train_data)
+    valid_df = read_table(valid_data) if valid_data is not None else None
+    require_target(train_df, cfg.target, "the training data")
+    interrupt.check("reading the data")
+    session = state["session"] = open_session(cfg, [train_df, valid_df], resume, save_to, started, verbose)
+    state["store"] = session.checkpoints
+
+    # ---- plan ---------------------------------------------------------------------------------
+    train_df, n_missing_target = drop_missing_target(train_df, cfg.target)
+    cfg, plan = resolve_job(train_df, cfg)
+    if n_missing_target:
+        plan.insert(0, Decision("data", f"target '{cfg.target}'", "dropped rows",
+                                f"{n_missing_target} training rows have no target value"))
+    if session.plan_note is not None:
+        plan.append(session.plan_note)
+    task = get_task(cfg.task)
+    ctx = FitContext(cfg, plan, session=session, verbose=verbose)
+    callbacks.on_plan(ctx)
+
+    # ---- split --------------------------------------------------------------------------------
+    full_train = train_df
+    if valid_df is None:
+        from waypost.data.split import split_frame
+
+        train_df, valid_df = split_frame(train_df, cfg.target, task.name, cfg.data.valid_fraction, cfg.training.seed)
+        plan.append(Decision("data", "validation", f"{len(valid_df)} rows",
+                             f"{cfg.data.valid_fraction:.0%} of the training data held out (stratified on "
+                             f"{task.split_reason()}) for early stopping, blending and selection"))
+    else:
+        require_target(valid_df, cfg.target, "the validation data")
+        valid_df, _ = drop_missing_target(valid_df, cfg.target)
+        plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
+
+    with fit_session(session):
+        # ---- preprocess every column through its kind ---------------------------------------------
+        frame, train_df, valid_df, x_train, x_valid = _preprocess(cfg, plan, train_df, valid_df)
+        encoder = TargetEncoder(task.name).fit(train_df[cfg.target])
+        y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
+        n_classes = len(encoder.classes_) if task.is_classification else 0
+        interrupt.check("preprocessing")
+
+        tracker = state["tracker"] = run_tracker(cfg, session.checkpoints.run_id if session.checkpoints else None)
+        with tracker:
+            if session.checkpoints is not None:  # so the next resume can continue this run too
+                session.checkpoints.bind_run(tracker.run_id, getattr(tracker, "tracking_uri", None))
+            ctx.tracker = tracker
+            ctx.data.update(train_rows=len(train_df), valid_rows=len(valid_df), features=len(cfg.features))
+            callbacks.on_fit_start(ctx)
+
+            # ---- fit the candidate parts ----------------------------------------------------------
+            from waypost.pipelines.candidates import candidates
+
+            encoded = [n for n in frame.columns]
+            n_numeric = int(_tabular_of(x_train).numeric.shape[1]) if frame.tabular is not None else 0
+            parts, raws, scores = {}, {}, {}
+            for cand in candidates(cfg, task, n_classes, frame, encoded, n_numeric=n_numeric,
+                                   class_names=list(encoder.classes_) if task.is_classification else None):
+                if parts and cand.min_seconds and _seconds_left(session, cand.name) <= cand.min_seconds:
+                    plan.append(Decision("training", cand.name, "skipped",
+                                         f"time_limit of {cfg.training.time_limit:.0f}s used up by {', '.join(parts)}"))
+                    continue
+                callbacks.on_part_start(ctx, cand.name, cand.part)
+                with session.part(cand.name, share=cand.share):
+                    cand.part.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=verbose)
+                plan.extend(cand.describe(cand.part))
+                interrupt.check(f"after the {cand.name}")
+                parts[cand.name] = cand.part
+                raws[cand.name] = cand.part.predict_raw(x_valid)
+                scores[cand.name] = task.validation_loss(raws[cand.name], y_valid)
+                callbacks.on_part_fitted(ctx, cand.name, cand.part, scores[cand.name])
+            (network_part,) = parts.values() if frame.columns else (None,)
+            for name, pre in frame.columns.items():
+                get_kind(pre.kind).after_fit(pre, network_part, name)
+
+            # ---- ensemble / select ------------------------------------------------------------------
+            from waypost.ensemble.greedy import fit_weights, selection
+
+            weights, loss = fit_weights(task, raws, y_valid)
+            if len(raws) > 1:  # the ensemble's own validation loss (equal to its best part's when it keeps one)
+                scores["blend"] = loss
+            choice = selection(task, scores, weights)
+            plan.append(choice)
+            valid_raw = sum(w * raws[n] for n, w in weights.items())
+
+            # ---- the fitted model -------------------------------------------------------------------
+            from waypost.track.lineage import collect_lineage
+
+            source = train_data if isinstance(train_data, (str, Path)) else None
+            lineage = {**collect_lineage(_digest_frame(full_train, cfg), source), "mlflow_run_id": tracker.run_id,
+                       "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
+            network = next((p for p in parts.values() if hasattr(p, "fit_")), None)
+            model = FittedModel(
+                config=cfg, task=task.name, target=cfg.target, features={n: f.type for n, f in cfg.features.items()},
+                preprocessor=frame, target_encoder=encoder, parts={n: parts[n] for n in weights}, weights=weights,
+                selected=choice.choice, plan=plan, validation_metrics=task.metrics(y_valid, valid_raw, encoder),
+                validation_scores=scores, history=network.fit_.history if network is not None else {},
+                lineage=lineage)
+            ctx.data.update(valid_raw=valid_raw, y_valid=y_valid)
+            callbacks.on_fit_end(ctx, model)
+            model.registered_model = commit_model(model, tracker, save_to, verbose)
+    if session.checkpoints is not None:  # the fit succeeded: its checkpoint is no longer needed
+        session.checkpoints.remove()
+    return model
+
+
+def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_df: Any) -> tuple[Any, ...]:
+    """(FramePreprocessor, train rows, validation rows, their inputs): each encoder column's
+    preprocessor fitted by its kind, then the kind's row augmentation (after fitting, so the
+    preprocessing describes real rows; never the validation rows), then the tabular preprocessor on
+    every training row (a bad image does not make its other columns wrong); rows a kind's policy
+    skips are dropped from every view at once."""
+    from waypost.data.frame_preprocess import FramePreprocessor
+    from waypost.data.preprocess import TabularPreprocessor
+    from waypost.kinds import get_kind
+
+    columns, policies = {}, {}
+    for name, feat in cfg.features.items():
+        kind = get_kind(feat.type)
+        if not kind.encoder:
+            continue
+        arch = feat.encoder or cfg.model.architecture
+        pre = kind.fit_preprocessor(cfg, name, train_df[name], **({"arch": arch} if kind.name == "text" else {}))
+        plan.insert(1, pre.decision_)
+        columns[name] = pre
+        policies[name] = kind.bad_cell_policy(cfg)
+    for name, pre in columns.items():
+        train_df = get_kind(pre.kind).augment_rows(train_df, name, cfg, plan)
+    tabular = {n: f.type for n, f in cfg.features.items() if not get_kind(f.type).encoder}
+    frame = FramePreprocessor(columns, TabularPreprocessor(tabular).fit(train_df) if tabular else None)
+    x_train, kept_tr, skipped_tr = frame.transform_rows(train_df, policies)
+    x_valid, kept_va, skipped_va = frame.transform_rows(valid_df, policies)
+    skipped = skipped_tr + skipped_va
+    if skipped:
+        first = skipped[0]
+        plan.append(Decision("data", f"column '{first['column']}'", f"{len(skipped)} skipped",
+                             f"on_bad_image: skip; first: row {first['row']}: {first['reason']}"))
+        train_df, valid_df = train_df.iloc[kept_tr], valid_df.iloc[kept_va]
+    return frame, train_df, valid_df, x_train, x_valid
+
+
+def _tabular_of(inputs: Any) -> Any:
+    return getattr(inputs, "tabular", None) if hasattr(inputs, "columns") else inputs
+
+
+def _seconds_left(session: Any, name: str) -> float:
+    with session.part(name):
+        left = session.deadline_for(0)
+    return float("inf") if left is None else left - time.perf_counter()
+
+
+def _digest_frame(df: Any, cfg: WaypostConfig) -> Any:
+    """The training table with each encoder column's cells replaced by its kind's digest key
+    (arrays and bytes by content hash): what the data digest is computed on."""
+    from waypost.kinds import get_kind
+
+    keys = {n: get_kind(f.type).digest_key for n, f in cfg.features.items() if get_kind(f.type).encoder}
+    return df.assign(**{n: df[n].map(key) for n, key in keys.items()}) if keys else df
+
+
+__all__ = ["fit", "FittedModel"]
