@@ -159,7 +159,7 @@ def test_regression_prune_and_distill_keep_r2():
 
 
 def test_cli_functions_load_run_save_and_print(breast_cancer, tmp_path, capsys):
-    from waypost.deploy.distill import distill_command
+    from waypost.deploy.distill_command import distill_command
     from waypost.deploy.prune import prune_command
 
     p, train, test = breast_cancer

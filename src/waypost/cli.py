@@ -332,7 +332,7 @@ def distill(
 
     def go() -> None:
         from waypost.data.io import read_table
-        from waypost.deploy.distill import distill_command
+        from waypost.deploy.distill_command import distill_command
 
         distill_command(teacher, read_table(data), output, student=student, temperature=temperature,
                         alpha=alpha, valid_data=read_table(valid) if valid else None)

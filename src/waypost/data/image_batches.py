@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from waypost.errors import DataError
+from waypost.train.batches import RowBatches
 from waypost.train.augment import AugmentConfig, BatchTransform, build_batch_transform, mix_batch, normalize
 
 
@@ -27,7 +28,7 @@ def _tensor(value: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
         raise DataError(f"ImageBatches: {what} must be a numpy array or a tensor: {exc}") from None
 
 
-class ImageBatches:
+class ImageBatches(RowBatches):
     """Yields (images float32 normalised, *extra, targets) per batch.
 
     images: uint8 (N, C, H, W). targets: (N,) int64 class indices, or float32 standardised values
@@ -92,31 +93,8 @@ class ImageBatches:
             if self.extra:  # the extra columns would have to be mixed with the same pairs and weights
                 raise DataError("ImageBatches: mixup/cutmix with extra (non-image) inputs is not supported")
         self.n_classes = n_classes
-        self.batch_size = max(1, min(int(batch_size), self.n))
-        self.training = training
-        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float64)
-        self.drop_last = drop_last and self.n > self.batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    # ---- mode, like nn.Module
-    def train(self, mode: bool = True) -> ImageBatches:
-        self.training = mode
-        return self
-
-    def eval(self) -> ImageBatches:
-        return self.train(False)
-
-    def __len__(self) -> int:
-        if self.drop_last and self.training:
-            return self.n // self.batch_size
-        return (self.n + self.batch_size - 1) // self.batch_size
-
-    def _order(self) -> torch.Tensor:
-        if not self.training:
-            return torch.arange(self.n)
-        if self.weights is not None:  # oversampling: draw n rows with replacement by weight
-            return torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
-        return torch.randperm(self.n, generator=self.generator)
+        self.training = training  # train()/eval() switch it, like nn.Module (waypost.train.batches.RowBatches)
+        self._rows(self.n, batch_size, sample_weights=sample_weights, seed=seed, drop_last=drop_last)
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float normalised; the random ops only in training mode."""

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from waypost.config import TextAugmentConfig  # noqa: F401  (the settings live with the config)
 from waypost.errors import ConfigError, DataError
 
 WORDNET_DIR = "/usr/share/wordnet"
@@ -48,7 +47,6 @@ STOP_WORDS = frozenset(
 __all__ = [
     "STOP_WORDS",
     "WORDNET_DIR",
-    "TextAugmentConfig",
     "augment_texts",
     "random_delete",
     "random_swap",

@@ -229,25 +229,3 @@ def _agreement(task: str, teacher_raw: np.ndarray, student_raw: np.ndarray) -> d
     corr = float(np.corrcoef(teacher_raw[:, -1], student_raw[:, -1])[0, 1]) if teacher_raw.shape[1] == 2 else \
         float(np.corrcoef(teacher_raw.ravel(), student_raw.ravel())[0, 1])
     return {"same_class": same, "pearson": corr}
-
-
-def distill_command(teacher_dir: Any, train_data: Any, output: Any, student: str | list[int] = "small",
-                    valid_data: Any | None = None, temperature: float = 2.0,
-                    alpha: float = 0.5) -> dict[str, Any]:
-    """`waypost distill TEACHER_DIR --student small --data train.csv -o student/`."""
-    from waypost.deploy.report import format_report
-    from waypost.predictor import Predictor
-
-    teacher = Predictor.load(teacher_dir)
-    if teacher.selected_ == "text":
-        from waypost.deploy.distill_text import distill_text_predictor, student_layers
-
-        student_model, report = distill_text_predictor(teacher, train_data, valid_data, layers=student_layers(student),
-                                                       temperature=temperature, alpha=alpha)
-    else:
-        student_model, report = distill_predictor(teacher, train_data, valid_data, student=student,
-                                                  temperature=temperature, alpha=alpha)
-    report["output"] = str(student_model.save(output))
-    print(format_report(report))
-    print(f"saved the student model to {report['output']}")
-    return report

@@ -63,9 +63,10 @@ class Kind:
         return Decision("architecture", "architecture", requested, f"requested in the config; {arch.reason}")
 
     # ---- training ----------------------------------------------------------------------------
-    def fit_preprocessor(self, cfg: Any, name: str, column: Any) -> Any:
+    def fit_preprocessor(self, cfg: Any, name: str, column: Any, arch: str | None = None) -> Any:
         """A fitted column preprocessor: `transform(series, **policy) -> (arrays, kept, skipped)`,
-        `to_state()`, `decision_` (encoder kinds)."""
+        `to_state()`, `decision_` (encoder kinds); `arch`: the column's chosen encoder (a pretrained
+        text encoder brings its own tokenizer)."""
         raise self._unsupported("a preprocessor")
 
     def preprocessor_from_state(self, state: dict[str, Any]) -> Any:

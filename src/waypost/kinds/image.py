@@ -40,7 +40,7 @@ class ImageKind(Kind):
             weights_available(list(PRETRAINED_PREFERENCE)) if pretrained is not False else {})
         return Decision("architecture", "architecture", name, reason)
 
-    def fit_preprocessor(self, cfg: Any, name: str, column: Any) -> Any:
+    def fit_preprocessor(self, cfg: Any, name: str, column: Any, arch: str | None = None) -> Any:
         from waypost.data.image_preprocess import ImagePreprocessor
 
         return ImagePreprocessor(name, size=cfg.model.image.size).fit(column)

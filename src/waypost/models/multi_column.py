@@ -68,6 +68,10 @@ class ColumnSpec:
     def feed(self, arrays: tuple[np.ndarray, ...], *, training: bool) -> Any:
         raise NotImplementedError
 
+    def resolve_augment(self, n: int) -> tuple[Any, list[Decision]]:
+        """The column's training augmentation and the plan's entries for it (none by default)."""
+        return None, []
+
     def prepare(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         return tensors
 
@@ -297,8 +301,10 @@ class MultiColumnModel:
         self.net_ = self._build(True)
         encoders = self.net_.encoders()
         n = len(y_train)
-        pretrained_text = any(s.kind == "text" and getattr(getattr(encoders[c], "weights", None), "pretrained", False)
-                              for c, s in self.specs.items())
+        from waypost.kinds import get_kind
+
+        pretrained_text = any(get_kind(s.kind).costly and getattr(getattr(encoders[c], "weights", None), "pretrained",
+                                                                  False) for c, s in self.specs.items())
         cap = 32 if pretrained_text else 128  # a pretrained Transformer step on CPU is costly: more, smaller steps
         self.batch_size_ = cfg.batch_size if cfg.batch_size != "auto" else int(min(cap, auto_batch_size(n)))
         self.decisions_ = [Decision("architecture", "fusion", self.combiner, self.combiner_reason)]
@@ -308,13 +314,12 @@ class MultiColumnModel:
             pretrained = bool(getattr(getattr(encoders[name], "weights", None), "pretrained", False))
             self.decisions_.append(Decision("training", f"transfer ('{name}')",
                                             "fine-tune" if pretrained else "from scratch", why))
-            if isinstance(spec, ImageSpec):
-                self.decisions_ += spec.resolve_augment(n)[1]
+            self.decisions_ += spec.resolve_augment(n)[1]
         self.loss_fn_, sampling, loss_decision = self.task_.choose_loss(cfg, y_train, self.n_classes)
         self.decisions_.append(loss_decision)
         weights = balanced_sample_weights(y_train) if sampling == "oversample" else None
         y_dtype = self.task_.target_dtype()
-        images = [cols[c][0] for cols in (cols_tr, cols_va) for c, s in self.specs.items() if s.kind == "image"]
+        images = [cols[c][0] for cols in (cols_tr, cols_va) for c, s in self.specs.items() if get_kind(s.kind).media]
         device = batch_device(cfg, *images) if images else None
 
         def batches(cols: dict[str, tuple[np.ndarray, ...]], tab: Any, y: np.ndarray, training: bool) -> ColumnBatches:

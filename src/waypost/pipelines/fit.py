@@ -178,7 +178,7 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
         if not kind.encoder:
             continue
         arch = feat.encoder or cfg.model.architecture
-        pre = kind.fit_preprocessor(cfg, name, train_df[name], **({"arch": arch} if kind.name == "text" else {}))
+        pre = kind.fit_preprocessor(cfg, name, train_df[name], arch)
         plan.insert(1, pre.decision_)
         columns[name] = pre
         policies[name] = kind.bad_cell_policy(cfg)

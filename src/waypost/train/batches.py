@@ -16,7 +16,62 @@ import torch
 BUCKET_BATCHES = 50
 
 
-class TensorBatches:
+class RowBatches:
+    """The row order and count every in-memory batcher shares (tensors, images, several columns).
+
+    `training` (switched by `train()`/`eval()` like an nn.Module) draws a random order: rows
+    oversampled by `weights` when given, else a permutation when `shuffle`; with `lengths` a random
+    order is sorted by length within chunks of `BUCKET_BATCHES` batches, so each batch pads to little
+    more than its own rows while the epoch stays random. Outside training (or without shuffle) the
+    rows come sorted by length, or in order.
+    """
+
+    n: int
+    batch_size: int
+    shuffle: bool = True
+    training: bool = True
+    weights: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    drop_last: bool = False
+    generator: torch.Generator
+
+    def _rows(self, n: int, batch_size: int, *, sample_weights: np.ndarray | None, seed: int, drop_last: bool,
+              lengths: np.ndarray | torch.Tensor | None = None) -> None:
+        self.n = int(n)
+        self.batch_size = max(1, min(int(batch_size), self.n))
+        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float64)
+        self.lengths = None if lengths is None else torch.as_tensor(lengths)
+        self.drop_last = drop_last and self.n > self.batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train(self, mode: bool = True) -> RowBatches:
+        self.training = mode
+        return self
+
+    def eval(self) -> RowBatches:
+        return self.train(False)
+
+    def __len__(self) -> int:
+        if self.drop_last and self.training:
+            return self.n // self.batch_size
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def _order(self) -> torch.Tensor:
+        if self.training and self.weights is not None:  # oversampling: draw n rows with replacement by weight
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
+        elif self.training and self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator)
+        elif self.lengths is not None:
+            return torch.argsort(self.lengths, stable=True)
+        else:
+            return torch.arange(self.n)
+        if self.lengths is None:
+            return order
+        chunks = order.split(self.batch_size * BUCKET_BATCHES)
+        return torch.cat([c[torch.argsort(self.lengths[c], stable=True)] for c in chunks])
+
+
+class TensorBatches(RowBatches):
     def __init__(
         self,
         tensors: tuple[torch.Tensor, ...],
@@ -38,32 +93,9 @@ class TensorBatches:
         """
         self.tensors = tensors
         self.collate = collate
-        self.lengths = None if lengths is None else torch.as_tensor(lengths)
-        self.n = int(tensors[0].shape[0])
-        self.batch_size = max(1, min(batch_size, self.n))
         self.shuffle = shuffle
-        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float64)
-        self.drop_last = drop_last and self.n > self.batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.n // self.batch_size
-        return (self.n + self.batch_size - 1) // self.batch_size
-
-    def _order(self) -> torch.Tensor:
-        if self.weights is not None:  # oversampling: draw n rows with replacement by weight
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
-        elif self.shuffle:
-            order = torch.randperm(self.n, generator=self.generator)
-        elif self.lengths is not None:
-            return torch.argsort(self.lengths, stable=True)
-        else:
-            return torch.arange(self.n)
-        if self.lengths is None:
-            return order
-        chunks = order.split(self.batch_size * BUCKET_BATCHES)
-        return torch.cat([c[torch.argsort(self.lengths[c], stable=True)] for c in chunks])
+        self._rows(int(tensors[0].shape[0]), batch_size, sample_weights=sample_weights, seed=seed,
+                   drop_last=drop_last, lengths=lengths)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self._order()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from waypost.errors import DataError
-from waypost.train.batches import BUCKET_BATCHES
+from waypost.train.batches import RowBatches
 
 
 def as_tensor(value: np.ndarray | torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -102,7 +102,7 @@ def trim_to_longest(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return ids[:, :length], mask[:, :length]
 
 
-class ColumnBatches:
+class ColumnBatches(RowBatches):
     """Yields (*each feed's tensors, in the feeds' order, *extra, targets) per batch.
 
     feeds: name -> ImageFeed / TextFeed. extra: per-row tensors passed through (the tabular views).
@@ -132,38 +132,10 @@ class ColumnBatches:
             for feed in self.feeds.values():
                 feed.to(device)
             self.targets, self.extra = self.targets.to(device), tuple(t.to(device) for t in self.extra)
-        lengths = [feed.lengths() for feed in self.feeds.values()]
-        lengths = [v for v in lengths if v is not None]
-        self.lengths = torch.stack(lengths).sum(0) if lengths else None
-        self.batch_size = max(1, min(int(batch_size), self.n))
-        self.training = training
-        self.weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.float64)
-        self.drop_last = drop_last and self.n > self.batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def train(self, mode: bool = True) -> ColumnBatches:
-        self.training = mode
-        return self
-
-    def eval(self) -> ColumnBatches:
-        return self.train(False)
-
-    def __len__(self) -> int:
-        if self.drop_last and self.training:
-            return self.n // self.batch_size
-        return (self.n + self.batch_size - 1) // self.batch_size
-
-    def _order(self) -> torch.Tensor:
-        if not self.training:
-            return torch.arange(self.n) if self.lengths is None else torch.argsort(self.lengths, stable=True)
-        if self.weights is not None:  # oversampling: draw n rows with replacement by weight
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=self.generator)
-        else:
-            order = torch.randperm(self.n, generator=self.generator)
-        if self.lengths is None:
-            return order
-        chunks = order.split(self.batch_size * BUCKET_BATCHES)
-        return torch.cat([c[torch.argsort(self.lengths[c], stable=True)] for c in chunks])
+        lengths = [v for v in (feed.lengths() for feed in self.feeds.values()) if v is not None]
+        self.training = training  # train()/eval() switch it (waypost.train.batches.RowBatches)
+        self._rows(self.n, batch_size, sample_weights=sample_weights, seed=seed, drop_last=drop_last,
+                   lengths=torch.stack(lengths).sum(0) if lengths else None)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order = self._order()
