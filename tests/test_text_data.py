@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from waypost.config import TextAugmentConfig
 from waypost.data.text_augment import (
-    TextAugmentConfig,
     augment_texts,
     random_delete,
     random_swap,

@@ -1,6 +1,7 @@
 """Column values into numbers the preprocessors use: pandas-side parsing of numbers, dates and
 category keys, vectorised over a whole column. Kept apart from the preprocessors (what they learn)
-so each file has one job; the numpy runtime has its own twin of each in `waypost.runtime.features`."""
+so each file has one job. They only adapt training-time input (formats pandas parses, tz-aware
+types): the formulas themselves exist once, in the numpy runtime (`waypost.runtime.features`)."""
 from __future__ import annotations
 
 from typing import Any
