@@ -10,17 +10,20 @@ from waypost import Predictor
 from waypost.deploy.gbm_onnx import gbm_model, reference_predictions
 from waypost.scenarios.datasets import load_dataset, split
 
-CASES = [("penguins", "species"), ("islr_default", "default"), ("diabetes", "target")]
+# (data, target, task): the task inferred, and a two-class target declared "multiclass" (one boosted
+# margin, like a binary one: the graph's head must follow the margins, not the task's name)
+CASES = [("penguins", "species", None), ("islr_default", "default", None), ("diabetes", "target", None),
+         ("breast_cancer", "target", "multiclass")]
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
-@pytest.mark.parametrize("name,target", CASES, ids=[c[0] for c in CASES])
-def test_trees_match_the_library_with_nans_and_unseen_categories(library, name, target):
+@pytest.mark.parametrize("name,target,task", CASES, ids=[c[0] for c in CASES])
+def test_trees_match_the_library_with_nans_and_unseen_categories(library, name, target, task):
     train, test = split(load_dataset(name), target, test_size=0.3, seed=0)
-    p = Predictor(target=target, preset="fast", model=library, track=False, verbose=False).fit(train)
+    p = Predictor(target=target, task=task, preset="fast", model=library, track=False, verbose=False).fit(train)
     part = p.parts_["gbm"]
     x = p.preprocessor_.transform(test).gbm
-    session = ort.InferenceSession(gbm_model(part, x.shape[1], p.task_, 20).SerializeToString())
+    session = ort.InferenceSession(gbm_model(part, x.shape[1], 20).SerializeToString())
     rng = np.random.default_rng(0)
     for _ in range(5):
         xx = x.copy()
@@ -29,6 +32,9 @@ def test_trees_match_the_library_with_nans_and_unseen_categories(library, name, 
             xx[:, c] = np.where(np.isnan(xx[:, c]), rng.integers(0, 6, len(xx)).astype(np.float32), xx[:, c])
         got = session.run(None, {"gbm": xx})[0]
         np.testing.assert_allclose(got, reference_predictions(part, xx).reshape(len(xx), -1), atol=1e-5)
+        if part.classifier:  # probabilities: one column per class, each row summing to 1
+            assert got.shape == (len(xx), len(p.classes_))
+            np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
 
 
 def test_static_qdq_quantisation_with_calibration_rows():

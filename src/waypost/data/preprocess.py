@@ -50,6 +50,11 @@ class _Column:
         self.last_unseen_count_ = 0
         self.last_clipped_count_ = 0
 
+    @classmethod
+    def configured(cls, name: str, table: Any) -> _Column:
+        """The column's preprocessor with the table-level options it takes (`TabularPreprocessor`)."""
+        return cls(name)
+
     def _check_fitted(self) -> str:
         if not hasattr(self, self._learned[0] + "_"):
             raise NotFittedError(f"{type(self).__name__} for column {self.name!r} is not fitted: call fit first")
@@ -160,6 +165,10 @@ class CategoryPreprocessor(_Column):
 
     kind = "category"
     _learned = ("categories",)
+
+    @classmethod
+    def configured(cls, name: str, table: Any) -> CategoryPreprocessor:
+        return cls(name, table.max_categories, table.min_frequency)
 
     def __init__(self, name: str | None = None, max_categories: int = 1000, min_frequency: int = 1) -> None:
         super().__init__(name)
@@ -272,8 +281,7 @@ class DatetimePreprocessor(_Column):
 
 
 _COLUMN_TYPES: dict[str, type[_Column]] = {
-    "numeric": NumericPreprocessor, "category": CategoryPreprocessor,
-    "binary": BinaryPreprocessor, "datetime": DatetimePreprocessor,
+    cls.kind: cls for cls in (NumericPreprocessor, CategoryPreprocessor, BinaryPreprocessor, DatetimePreprocessor)
 }
 
 
@@ -307,9 +315,7 @@ class TabularPreprocessor:
         self.min_frequency = min_frequency
 
     def _make(self, name: str, ftype: str) -> _Column:
-        if ftype == "category":
-            return CategoryPreprocessor(name, self.max_categories, self.min_frequency)
-        return _COLUMN_TYPES[ftype](name)
+        return _COLUMN_TYPES[ftype].configured(name, self)
 
     def _check_columns(self, df: pd.DataFrame, when: str) -> None:
         missing = [c for c in self.features if c not in df.columns]

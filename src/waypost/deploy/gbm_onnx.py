@@ -118,28 +118,25 @@ def lightgbm_tree_node(booster: Any, input_name: str, output_name: str) -> tuple
     return node, per_iter
 
 
-def gbm_model(part: Any, n_features: int, task: str, opset: int) -> Any:
+def gbm_model(part: Any, n_features: int, opset: int) -> Any:
     """A standalone ONNX model: input `gbm` float (n, n_features) -> `gbm_out`: probabilities
-    (n, k) for classifiers, standardised value (n, 1) for regression. The task's boosting objective
-    (`Task.gbm_objective`) picks the head: a two-class target boosts one margin, whatever its task."""
-    from waypost.tasks import get_task
-
-    objective = get_task(task).gbm_objective(int(part.n_classes))
+    (n, k) for classifiers, standardised value (n, 1) for regression. The boosted margins pick the
+    head: a two-class classifier boosts one margin (sigmoid), more classes one margin each (softmax)."""
     if part.library == "xgboost":
-        return _xgboost_model(part, n_features, objective, opset)
+        return _xgboost_model(part, n_features, opset)
     tree, n_targets = lightgbm_tree_node(part.booster_, "gbm", "gbm_raw")
-    return _with_head([tree], n_features, n_targets, objective, opset)
+    return _with_head([tree], n_features, n_targets, part.classifier, opset)
 
 
-def _with_head(nodes: list[Any], n_features: int, n_targets: int, objective: str, opset: int) -> Any:
-    """Raw scores -> probabilities (sigmoid for binary, softmax for multiclass) or the value."""
+def _with_head(nodes: list[Any], n_features: int, n_targets: int, classifier: bool, opset: int) -> Any:
+    """Raw scores -> probabilities (sigmoid of one margin, softmax of several) or the value."""
     from onnx import TensorProto, helper
 
     nodes = list(nodes)
-    if objective == "regression":
+    if not classifier:
         nodes.append(helper.make_node("Identity", ["gbm_raw"], ["gbm_out"], name="value"))
         width = 1
-    elif objective == "binary":
+    elif n_targets == 1:
         one = helper.make_tensor("gbm_one", TensorProto.FLOAT, [], [1.0])
         nodes += [
             helper.make_node("Sigmoid", ["gbm_raw"], ["gbm_p1"], name="sigmoid"),
@@ -193,7 +190,7 @@ def _xgboost_tree(w: _TreeWriter, tree_id: int, target: int, root: dict[str, Any
     visit(root)
 
 
-def _xgboost_model(part: Any, n_features: int, objective: str, opset: int) -> Any:
+def _xgboost_model(part: Any, n_features: int, opset: int) -> Any:
     """Trees from the JSON dump; the base margin is measured (XGBoost's output margin minus the
     trees' sum on a few rows) rather than re-derived from its version-dependent base_score rules."""
     import json
@@ -204,7 +201,7 @@ def _xgboost_model(part: Any, n_features: int, objective: str, opset: int) -> An
 
     booster = part.booster_
     dumps = [json.loads(t) for t in booster.get_dump(dump_format="json")]
-    n_targets = 1 if objective in ("binary", "regression") else part.n_classes
+    n_targets = part.n_classes if part.classifier and part.n_classes > 2 else 1  # one margin, or one per class
     w = _TreeWriter()
     for i, tree in enumerate(dumps):
         _xgboost_tree(w, i, i % n_targets, tree)
@@ -223,7 +220,7 @@ def _xgboost_model(part: Any, n_features: int, objective: str, opset: int) -> An
     trees = helper.make_node("TreeEnsembleRegressor", ["gbm"], ["gbm_raw"], name="trees", domain="ai.onnx.ml",
                              n_targets=n_targets, aggregate_function="SUM", post_transform="NONE",
                              base_values=[float(b) for b in base], **w.a)
-    return _with_head([trees], n_features, n_targets, objective, opset)
+    return _with_head([trees], n_features, n_targets, part.classifier, opset)
 
 
 def _model(nodes: list[Any], n_features: int, width: Any, output: str, opset: int) -> Any:

@@ -105,16 +105,8 @@ def _output_width(model: Any) -> Any:
 
 def build_model_graph(predictor: Any, sample: Any) -> Any:
     """The ONNX ModelProto for a fitted predictor's selected parts and blend weights."""
-    from waypost.deploy.gbm_onnx import gbm_model
-
-    parts: dict[str, Any] = {}
-    for name, part in predictor.parts_.items():
-        if predictor.blend_weights_.get(name, 0.0) <= 0:
-            continue
-        if name == "mlp":
-            parts[name] = export_mlp(part.net_, predictor.task_, sample)
-        else:
-            parts[name] = gbm_model(part, sample.gbm.shape[1], predictor.task_, OPSET)
+    parts = {name: part.to_onnx(sample) for name, part in predictor.parts_.items()
+             if predictor.blend_weights_.get(name, 0.0) > 0}
     return merge_parts(parts, predictor.blend_weights_)
 
 

@@ -279,20 +279,19 @@ def _measure(predictor: Any, data: PreparedData, latency_runs: int, raws: dict[s
 
 def _refit_blend(pruned: Any, data: PreparedData, raws: dict[str, np.ndarray]) -> str:
     """Re-score the parts and, for a blend, re-fit its weight on validation rows; returns a plan note."""
-    from waypost.ensemble.blend import fit_blend_weight, validation_loss
+    from waypost.ensemble.greedy import fit_weights
+    from waypost.tasks import get_task
 
-    task = pruned.task_
+    task = get_task(pruned.task_)
     scores = dict(getattr(pruned, "validation_scores_", {}))
-    raw_mlp = raws["mlp"]
-    scores["mlp"] = validation_loss(task, raw_mlp, data.y_valid)
+    scores.update({name: task.validation_loss(raws[name], data.y_valid) for name in pruned.parts_})
     note = ""
-    if pruned.selected_ == "blend":
-        raw_gbm = raws["gbm"]
-        scores["gbm"] = validation_loss(task, raw_gbm, data.y_valid)
+    if pruned.selected_ == "blend":  # the fit's ensembling, again, with the pruned MLP's outputs
         old = pruned.blend_weights_.get("gbm", 0.0)
-        w, scores["blend"] = fit_blend_weight(task, raw_gbm, raw_mlp, data.y_valid)
-        pruned.fitted_ = replace(pruned.fitted_, weights={"gbm": w, "mlp": 1.0 - w})
-        note = f"; blend weight on GBM re-fitted {old:.2f} -> {w:.2f}"
+        weights, scores["blend"] = fit_weights(task, {name: raws[name] for name in pruned.parts_}, data.y_valid)
+        weights = {name: weights.get(name, 0.0) for name in pruned.parts_}  # the parts stay, maybe at weight 0
+        pruned.fitted_ = replace(pruned.fitted_, weights=weights)
+        note = f"; blend weight on GBM re-fitted {old:.2f} -> {weights['gbm']:.2f}"
     pruned.fitted_ = replace(pruned.fitted_, validation_scores=scores)
     return note
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from waypost.data.types import TABULAR_TYPES
+from waypost.models.registry import register
 from waypost.plan import Decision
 
 ROUNDS = 20
@@ -39,6 +41,11 @@ def fit_weights(task: Any, raws: dict[str, np.ndarray], y: np.ndarray, rounds: i
     return {k: c / n for k, c in best_counts.items() if c > 0}, best_loss
 
 
+def combine(raws: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """The ensemble's output: the weighted sum of the parts' outputs (parts at weight 0 skipped)."""
+    return sum(w * raws[name] for name, w in weights.items() if w > 0)
+
+
 def selection(task: Any, scores: dict[str, float], weights: dict[str, float]) -> Decision:
     """The plan's entry: which part (or ensemble) is kept, with every part's validation loss."""
     listed = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
@@ -50,3 +57,20 @@ def selection(task: Any, scores: dict[str, float], weights: dict[str, float]) ->
         extra = "; weights " + ", ".join(f"{k} {w:.2f}" for k, w in weights.items())
     return Decision("selection", "selected model", choice,
                     f"lowest validation {task.validation_loss_name} ({listed}){extra}")
+
+
+@register(
+    "blend",
+    data_types=TABULAR_TYPES,
+    requires=("torch", "lightgbm"),
+    priority=20,
+    tags=("default",),
+    reason=(
+        "tabular data: a GBM and the MLP, weighted by greedy ensemble selection on validation data "
+        "(a single part when it is the best), since MLPs rarely beat boosted trees alone"
+    ),
+    when="tabular-only tables (the default) when LightGBM is installed",
+)
+def build_blend() -> tuple[str, ...]:
+    """The parts the default tabular ensemble is drawn from (each built by its own factory)."""
+    return ("gbm", "mlp")

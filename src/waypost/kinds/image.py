@@ -74,10 +74,9 @@ class ImageKind(Kind):
     def export_graph(self, part: Any, inputs: Any, optimize: str, calibration: Any) -> tuple[Any, Any]:
         """int8: static QDQ calibrated on sample images (a CNN's cost is in its activations, which
         dynamic quantisation leaves in float)."""
-        from waypost.deploy.onnx_graph import export_image_net
         from waypost.deploy.quantize import optimize_model, quantize_static_qdq
 
-        fp32 = export_image_net(part.net_, part.in_chans, part.image_size, inputs.tabular, task=part.task)
+        fp32 = part.to_onnx(inputs)
         if optimize != "int8":
             return fp32, optimize_model(fp32, optimize)
         return fp32, quantize_static_qdq(fp32, calibration(fp32))

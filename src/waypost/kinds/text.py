@@ -97,10 +97,9 @@ class TextKind(Kind):
     def export_graph(self, part: Any, inputs: Any, optimize: str, calibration: Any) -> tuple[Any, Any]:
         """int8: dynamic on the MatMuls, per row (the standard recipe for BERT-like encoders: weights
         dominate, and activation ranges vary per text)."""
-        from waypost.deploy.onnx_graph import export_text_net
         from waypost.deploy.quantize import optimize_model
 
-        fp32 = export_text_net(part.net_, *inputs.arrays, inputs.tabular, task=part.task)
+        fp32 = part.to_onnx(inputs)
         return fp32, optimize_model(fp32, optimize)
 
     def runtime_transform(self, entry: dict[str, Any]) -> Any:

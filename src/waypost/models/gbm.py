@@ -14,6 +14,7 @@ import numpy as np
 from waypost.config import GBMConfig
 from waypost.data.preprocess import TabularArrays
 from waypost.errors import ModelFileError, NotFittedError
+from waypost.data.types import TABULAR_TYPES
 from waypost.models.registry import register
 
 FILES = {"lightgbm": "gbm.lightgbm.txt", "xgboost": "gbm.xgboost.json"}
@@ -68,8 +69,8 @@ class GBMModel:
         from waypost.tasks import get_task
 
         self.task, self.n_classes, self.library = task, n_classes, library
-        #: "regression" | "binary" | "multiclass": which estimator, and the output's shape
-        self.objective = get_task(task).gbm_objective(n_classes)
+        #: a classifier's estimator and probabilities, or a regressor's values
+        self.classifier = get_task(task).is_classification
         self.gbm = gbm or GBMConfig(library=library)
         self.feature_names = list(feature_names or [])
         self.categorical = list(categorical or [])
@@ -158,7 +159,7 @@ class GBMModel:
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed, verbose=-1,
             n_jobs=n_jobs(cfg, len(y)),
         )
-        est = lgb.LGBMRegressor(**params) if self.objective == "regression" else lgb.LGBMClassifier(**params)
+        est = lgb.LGBMClassifier(**params) if self.classifier else lgb.LGBMRegressor(**params)
         record: dict[str, Any] = {}
         # LightGBM 4.7 renamed eval_set to eval_X/eval_y; older 4.x only knows eval_set.
         import inspect
@@ -187,7 +188,7 @@ class GBMModel:
             early_stopping_rounds=cfg.early_stopping_rounds, random_state=self.seed,
             max_cat_to_onehot=1, n_jobs=n_jobs(cfg, len(y)), callbacks=[xgboost_callback(clock)],
         )
-        est = xgb.XGBRegressor(**params) if self.objective == "regression" else xgb.XGBClassifier(**params)
+        est = xgb.XGBClassifier(**params) if self.classifier else xgb.XGBRegressor(**params)
         est.fit(X, y, eval_set=[(Xv, yv)], verbose=False)
         self.best_iteration_ = int(est.best_iteration) + 1
         self.booster_ = est.get_booster()[: self.best_iteration_]
@@ -215,7 +216,7 @@ class GBMModel:
             dm = xgb.DMatrix(X, feature_types=self._feature_types(X.shape[1]), enable_categorical=True)
             out = self.booster_.predict(dm)
         out = np.asarray(out, dtype=np.float64)
-        if self.objective == "regression":
+        if not self.classifier:
             return out.reshape(-1)
         if out.ndim == 1:  # binary objectives return P(class 1)
             out = np.column_stack([1.0 - out, out])
@@ -229,6 +230,13 @@ class GBMModel:
         return {n: float(scores.get(f"f{i}", 0.0)) for i, n in enumerate(self.feature_names)}
 
     # ---- persistence ----------------------------------------------------------------------
+    def to_onnx(self, sample: TabularArrays) -> Any:
+        """The trees as the `gbm_out` graph the ensemble merges (`waypost.deploy.gbm_onnx`)."""
+        from waypost.deploy.gbm_onnx import gbm_model
+        from waypost.deploy.onnx_graph import OPSET
+
+        return gbm_model(self, sample.gbm.shape[1], OPSET)
+
     def save(self, directory: Path) -> dict[str, Any]:
         path = directory / FILES[self.library]
         if self.library == "lightgbm":
@@ -262,7 +270,7 @@ class GBMModel:
         return model
 
 
-_GBM_TYPES = {"numeric", "category", "binary", "datetime"}
+_GBM_TYPES = TABULAR_TYPES
 
 
 @register("lightgbm", data_types=_GBM_TYPES, requires=("lightgbm",), priority=5,

@@ -26,6 +26,7 @@ import torch
 
 from waypost.config import ImageConfig, MLPConfig, TextConfig, TrainingConfig
 from waypost.errors import ConfigError, ModelFileError, NotFittedError
+from waypost.data.types import TABULAR_TYPES
 from waypost.models.registry import register
 from waypost.plan import Decision
 
@@ -460,7 +461,7 @@ MultiColumnModel.column_normalization = _column_normalization  # type: ignore[at
 
 @register(
     "multi_column",
-    data_types={"image", "text", "numeric", "category", "binary", "datetime"},
+    data_types=TABULAR_TYPES | {"image", "text"},
     requires=("torch",),
     reason="several encoder columns: each column's encoder (chosen by its kind) and the tabular columns fused "
            "into one network, trained end to end",

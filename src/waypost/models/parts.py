@@ -27,6 +27,9 @@ class Part(Protocol):
     def predict_raw(self, inputs: Any) -> np.ndarray:
         """Probabilities (n, k), or standardised regression values (n,)."""
 
+    def to_onnx(self, sample: Any) -> Any:
+        """The part as an ONNX ModelProto traced on preprocessed `sample` inputs (bundles stay torch-free)."""
+
     def save(self, directory: Path) -> dict[str, Any]:
         """Write the part's files (safetensors, JSON, native GBM formats; never pickle) into
         `directory`; returns its JSON manifest entry, with `kind` and `file`."""

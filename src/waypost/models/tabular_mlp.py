@@ -16,6 +16,7 @@ from torch import nn
 from waypost.config import MLPConfig, TrainingConfig
 from waypost.data.preprocess import TabularArrays
 from waypost.errors import ModelFileError, NotFittedError
+from waypost.data.types import TABULAR_TYPES
 from waypost.models.registry import register
 from waypost.models.inference import predict_network
 from waypost.tasks import get_task
@@ -139,6 +140,12 @@ class MLPModel:
             return out[:, 0].astype(np.float64)
         return torch.softmax(torch.from_numpy(out).double(), dim=1).numpy()
 
+    def to_onnx(self, sample: TabularArrays) -> Any:
+        """The network as the `mlp_out` graph the ensemble merges (`waypost.deploy.onnx_graph`)."""
+        from waypost.deploy.onnx_graph import export_mlp
+
+        return export_mlp(self.net_, self.task, sample)
+
     # ---- persistence: safetensors + the constructor arguments as JSON ------------------------
     def save(self, directory: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
@@ -171,7 +178,7 @@ class MLPModel:
 
 @register(
     "mlp",
-    data_types={"numeric", "category", "binary", "datetime"},
+    data_types=TABULAR_TYPES,
     reason="MLP with category embeddings, batchnorm and dropout",
     when="tabular data when no gradient-boosting library is installed, or when asked",
     requires=("torch",),

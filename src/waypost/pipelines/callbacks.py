@@ -69,10 +69,9 @@ class ConsoleCallback(FitCallback):
     """One line per step on stderr (`verbose=True`), never wrapped."""
 
     def _say(self, ctx: FitContext, message: str) -> None:
-        if ctx.verbose:
-            from rich.console import Console
+        from waypost.pipelines.commit import console
 
-            Console(stderr=True, highlight=False, soft_wrap=True).print(message)
+        console(ctx.verbose, message)
 
     def on_part_start(self, ctx: FitContext, name: str, part: Any) -> None:
         self._say(ctx, f"[bold]training[/] {name} on {ctx.data.get('train_rows', '?')} rows")

@@ -25,11 +25,11 @@ class Candidate:
     min_seconds: float = 0.0
 
 
-#: the parts of each tabular architecture entry, in training order
-TABULAR_PARTS = {"blend": ("gbm", "mlp"), "lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",)}
+#: the part each single-model tabular architecture trains (`blend` names its parts: its factory)
+TABULAR_PARTS = {"lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",)}
 
 
-def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, encoded: list[str], *, n_numeric: int = 0,
+def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: int = 0,
                class_names: list[Any] | None = None) -> list[Candidate]:
     """`n_numeric`: width of the tabular numeric view; `class_names`: the labels (image augmentation
     asks whether they sound orientation-sensitive)."""
@@ -37,13 +37,15 @@ def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, encoded: list[st
     from waypost.models.registry import get
 
     arch = cfg.model.architecture
+    encoded = list(frame.columns)  # the encoder columns, in the table's order
     if not encoded:
         tab = frame.tabular
-        names = TABULAR_PARTS.get(arch)
+        names = get(arch).factory() if arch == "blend" else TABULAR_PARTS.get(arch)
         if names is None:
             from waypost.errors import ConfigError
 
-            raise ConfigError(f"model.architecture {arch!r} is not a tabular architecture ({sorted(TABULAR_PARTS)})")
+            raise ConfigError(f"model.architecture {arch!r} is not a tabular architecture "
+                              f"({sorted([*TABULAR_PARTS, 'blend'])})")
         out = []
         for name in names:
             if name == "gbm":
@@ -75,15 +77,10 @@ def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, encoded: list[st
                 f"encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a {cfg.model.fusion_hidden}-unit "
                 "combiner, one network trained end to end"))
         return [Candidate(kind.name, part, 1.0, lambda p: fusion + _network_notes(kind.name, p, cfg))]
-    from waypost.models.multi_column import MultiColumnModel  # noqa: F401 - registers the entry
-
     columns = {n: get_kind(cfg.features[n].type).column_spec(cfg, frame.columns[n], cfg.features[n].encoder)
                for n in encoded}
-    from waypost.models.fusion import choose_combiner
-
-    n_blocks = len(encoded) + (1 if tabular is not None else 0)
-    combiner, _ = choose_combiner(n_blocks, cfg.model.combiner)
-    part = get("multi_column").factory(columns=columns, combiner=combiner, class_names=list(class_names or []), **common)
+    # "auto" resolves inside the model by the rule the plan quoted (`models.fusion.choose_combiner`)
+    part = get("multi_column").factory(columns=columns, combiner=cfg.model.combiner, class_names=list(class_names or []), **common)
     return [Candidate("multi_column", part, 1.0, lambda p: _network_notes("multi_column", p, cfg))]
 
 

@@ -109,10 +109,10 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             # ---- fit the candidate parts ----------------------------------------------------------
             from waypost.pipelines.candidates import candidates
 
-            encoded = [n for n in frame.columns]
-            n_numeric = int(_tabular_of(x_train).numeric.shape[1]) if frame.tabular is not None else 0
+            tabular = getattr(x_train, "tabular", x_train)  # FrameInputs' views, or the TabularArrays themselves
+            n_numeric = int(tabular.numeric.shape[1]) if frame.tabular is not None else 0
             parts, raws, scores = {}, {}, {}
-            for cand in candidates(cfg, task, n_classes, frame, encoded, n_numeric=n_numeric,
+            for cand in candidates(cfg, task, n_classes, frame, n_numeric=n_numeric,
                                    class_names=list(encoder.classes_) if task.is_classification else None):
                 if parts and cand.min_seconds and _seconds_left(session, cand.name) <= cand.min_seconds:
                     plan.append(Decision("training", cand.name, "skipped",
@@ -132,14 +132,14 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
                 get_kind(pre.kind).after_fit(pre, network_part, name)
 
             # ---- ensemble / select ------------------------------------------------------------------
-            from waypost.ensemble.greedy import fit_weights, selection
+            from waypost.ensemble.greedy import combine, fit_weights, selection
 
             weights, loss = fit_weights(task, raws, y_valid)
             if len(raws) > 1:  # the ensemble's own validation loss (equal to its best part's when it keeps one)
                 scores["blend"] = loss
             choice = selection(task, scores, weights)
             plan.append(choice)
-            valid_raw = sum(w * raws[n] for n, w in weights.items())
+            valid_raw = combine(raws, weights)
 
             # ---- the fitted model -------------------------------------------------------------------
             from waypost.track.lineage import collect_lineage
@@ -195,10 +195,6 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
                              f"on_bad_image: skip; first: row {first['row']}: {first['reason']}"))
         train_df, valid_df = train_df.iloc[kept_tr], valid_df.iloc[kept_va]
     return frame, train_df, valid_df, x_train, x_valid
-
-
-def _tabular_of(inputs: Any) -> Any:
-    return getattr(inputs, "tabular", None) if hasattr(inputs, "columns") else inputs
 
 
 def _seconds_left(session: Any, name: str) -> float:

@@ -38,8 +38,6 @@ class FittedModel:
 
     def combine(self, raws: dict[str, np.ndarray]) -> np.ndarray:
         """The weighted sum of outputs the parts already produced (each part predicts once per batch)."""
-        return sum(w * raws[name] for name, w in self.weights.items() if w > 0)
+        from waypost.ensemble.greedy import combine
 
-    @property
-    def blend_weights(self) -> dict[str, float]:
-        return self.weights
+        return combine(raws, self.weights)

@@ -83,15 +83,19 @@ def _architecture(df: pd.DataFrame, cfg: WaypostConfig, features: dict[str, Feat
         return choose_architecture({f.type for f in features.values()}, requested)
     if len(encoded) == 1:
         name = encoded[0]
-        return get_kind(features[name].type).choose_encoder(df[name], task, cfg, requested)
-    if requested not in ("auto", MULTI_COLUMN):
-        takes = [n for n in encoded if features[n].type in get(requested).data_types]
-    else:
-        takes = []
+        return get_kind(features[name].type).choose_encoder(df[name], task, cfg, features[name].encoder or requested)
+
+    def asked(feat: FeatureConfig) -> str:
+        """The column's own encoder, else a requested architecture that takes its kind, else auto."""
+        if feat.encoder:
+            return feat.encoder
+        if requested not in ("auto", MULTI_COLUMN) and feat.type in get(requested).data_types:
+            return requested
+        return "auto"
+
     for name in encoded:
         feat = features[name]
-        asked = feat.encoder or (requested if name in takes else "auto")
-        choice = get_kind(feat.type).choose_encoder(df[name], task, cfg, asked)
+        choice = get_kind(feat.type).choose_encoder(df[name], task, cfg, asked(feat))
         feat.encoder = choice.choice
         feat.encoder_reason = choice.reason
     from waypost.models.fusion import choose_combiner

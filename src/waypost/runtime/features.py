@@ -208,17 +208,29 @@ class ColumnTransform:
         self.state = state
         self.kind = state["kind"]
         self.name = str(state["name"])
-        if self.kind == "category":
-            self.index = {v: i + 1 for i, v in enumerate(state["categories"])}
-        elif self.kind == "binary":
-            self.index = {v: i for i, v in enumerate(state["values"])}
-        elif self.kind == "datetime":
-            self.median = np.datetime64(state["median"], "ns")
-        elif self.kind != "numeric":
+        #: the MLP view this column feeds: integer codes for embeddings, or numbers
+        self.view = "numeric"
+        # one formula per tabular kind (those with a fitted-state spec), `_<kind>` below, with its
+        # `_setup_<kind>` from the fitted state
+        from waypost.manifest import COLUMN_STATE
+
+        if self.kind not in COLUMN_STATE:
             raise DataError(f"bundle column {self.name!r} has unsupported kind {self.kind!r}")
+        self._rule = getattr(self, f"_{self.kind}")
+        getattr(self, f"_setup_{self.kind}", lambda: None)()
+
+    def _setup_category(self) -> None:
+        self.index = {v: i + 1 for i, v in enumerate(self.state["categories"])}
+        self.view = "categorical"
+
+    def _setup_binary(self) -> None:
+        self.index = {v: i for i, v in enumerate(self.state["values"])}
+
+    def _setup_datetime(self) -> None:
+        self.median = np.datetime64(self.state["median"], "ns")
 
     def __call__(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        return getattr(self, f"_{self.kind}")(values)
+        return self._rule(values)
 
     def _numeric(self, values: Any) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         s = self.state
@@ -288,7 +300,7 @@ class TabularTransform:
         issues: dict[str, dict[str, np.ndarray]] = {}
         for col in self.columns:
             mlp_view, gbm_view, flags = col(columns[col.name])
-            (categorical if col.kind == "category" else numeric).append(mlp_view)
+            (categorical if col.view == "categorical" else numeric).append(mlp_view)
             gbm.append(gbm_view)
             for issue, mask in flags.items():
                 issues.setdefault(issue, {})[col.name] = mask

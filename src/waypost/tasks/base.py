@@ -88,10 +88,6 @@ class Task:
         the target encoder's JSON state. Shared by the runtime, `Predictor` and the server."""
         raise NotImplementedError
 
-    def gbm_objective(self, n_classes: int) -> str:
-        """"regression", "binary" or "multiclass": the boosting libraries' objective family."""
-        raise NotImplementedError
-
     def __repr__(self) -> str:
         return f"<task {self.name}>"
 

@@ -94,11 +94,6 @@ class Classification(Task):
             labels = self._labels[key] = label_array(list(classes))
         return {"prediction": labels[proba.argmax(1)], "proba": proba}
 
-    def gbm_objective(self, n_classes: int) -> str:
-        """By the class count, not the task's name: a "multiclass" target with two classes boosts
-        one tree per round, like a binary one (LightGBM's and XGBoost's classifiers do so)."""
-        return "binary" if n_classes == 2 else "multiclass"
-
     def _proba(self, raw: Any, k: int | None) -> np.ndarray:
         proba = rows_of(raw, f"{self.name} output")
         if proba.ndim != 2 or (k is not None and proba.shape[1] != k):

@@ -82,8 +82,5 @@ class Regression(Task):
         """{"prediction": values in the target's units (n,) float64, "proba": None}."""
         return {"prediction": destandardise(values_of(raw), encoder_state), "proba": None}
 
-    def gbm_objective(self, n_classes: int) -> str:
-        return "regression"
-
 
 register_task(Regression())
