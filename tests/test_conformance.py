@@ -77,6 +77,11 @@ def test_kind_contract(kind: str) -> None:
     df, name = _column(kind)
     entry = _entry(kind, df, name)
     assert entry["name"] == name and entry["kind"] == kind
+    # the kind recognises its real column, with a reason, through the one recognition procedure
+    from waypost.kinds.recognise import ColumnProfile, infer_column
+
+    decision = infer_column(df[name], name)
+    assert decision.type == kind and decision.reason == k.recognise(ColumnProfile.of(df[name], name))
     transform = _runtime(kind, entry)
     rng = np.random.default_rng(0)
     # synthetic values (the export's trace and parity rows) and the probe value (the bundle's

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from waypost.data.infer import ColumnDecision, infer_column, infer_schema, infer_task
+from waypost.kinds.recognise import ColumnDecision, infer_column, infer_schema
+from waypost.tasks.infer import infer_task
 from waypost.errors import DataError
 from waypost.scenarios.datasets import load_dataset
 

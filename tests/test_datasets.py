@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from waypost.data.infer import infer_task
+from waypost.tasks.infer import infer_task
 from waypost.errors import DataError
 from waypost.scenarios.datasets import DATASETS, load_dataset, split
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from waypost.data.infer import IMAGE_EXTENSIONS
+from waypost.kinds.image import IMAGE_EXTENSIONS
 from waypost.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_folder", "iter_images", "list_images", "table_from_folder"]

@@ -40,10 +40,18 @@ class Kind:
     #: the numpy dtype a JSON column of it becomes in the server (None: kept as Python values)
     column_dtype: str | None = None
 
+    #: when `recognise` is asked, among the kinds and the drop rules (`waypost.kinds.recognise`)
+    recognise_order: int = 100
+
     def _unsupported(self, what: str) -> ConfigError:
         return ConfigError(f"column kind {self.name!r} does not provide {what}")
 
     # ---- planning ----------------------------------------------------------------------------
+    def recognise(self, profile: Any) -> str | None:
+        """The reason this column is of this kind, or None. `profile` is a
+        `waypost.kinds.recognise.ColumnProfile`: its statistics are computed once, on first use."""
+        return None
+
     def choose_encoder(self, column: Any, task: Any, cfg: Any, requested: str = "auto") -> Any:
         """The Decision naming the registered architecture for this column (encoder kinds);
         `requested`: a name from the config, checked to take this kind."""

@@ -14,6 +14,8 @@ import numpy as np
 from waypost.kinds import register_kind
 from waypost.kinds.base import Kind
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 
 class ImageKind(Kind):
     name = "image"
@@ -21,6 +23,17 @@ class ImageKind(Kind):
     arrow_expected = "binary (the image bytes)"
     input_types = {"image": "tensor(float)"}
     media = True
+    recognise_order = 10
+
+    def recognise(self, p: Any) -> str | None:
+        if p.form == "objects":
+            first = p.values.iloc[0]
+            if isinstance(first, np.ndarray) and first.ndim >= 2:
+                shapes = {np.shape(v) for v in p.object_sample if isinstance(v, np.ndarray)}
+                shape = next(iter(shapes)) if len(shapes) == 1 else "varying shapes"
+                return f"{first.ndim}-d array values ({shape})"
+            return p.media_bytes(self.name)
+        return p.media_paths(IMAGE_EXTENSIONS)
 
     def choose_encoder(self, column: Any, task: Any, cfg: Any, requested: str = "auto") -> Any:
         from waypost.data.images import image_column_stats

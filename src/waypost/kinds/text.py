@@ -14,6 +14,12 @@ import numpy as np
 from waypost.kinds import register_kind
 from waypost.kinds.base import Kind
 
+#: Free text: at least this many whitespace tokens on average and this share of distinct values ...
+TEXT_MIN_TOKENS = 3.0
+TEXT_MIN_DISTINCT = 0.5
+#: ... or this many tokens on average, whatever the distinct share (long repeated templates).
+TEXT_LONG_TOKENS = 5.0
+
 class TextKind(Kind):
     name = "text"
     encoder = True
@@ -21,6 +27,15 @@ class TextKind(Kind):
     runtime_extra = "runtime-text"
     input_types = {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}
     costly = True
+    recognise_order = 40  # after dates and identifiers, before categories
+
+    def recognise(self, p: Any) -> str | None:
+        if p.form != "strings":
+            return None
+        tokens, distinct = p.mean_tokens, p.n_distinct / p.n
+        if (tokens >= TEXT_MIN_TOKENS and distinct >= TEXT_MIN_DISTINCT) or tokens >= TEXT_LONG_TOKENS:
+            return f"free text: {tokens:.1f} tokens on average, {distinct:.0%} distinct"
+        return None
 
     def choose_encoder(self, column: Any, task: Any, cfg: Any, requested: str = "auto") -> Any:
         from waypost.models.text_encoder import choose_text_architecture, resolve_text_weights

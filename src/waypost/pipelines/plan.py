@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from waypost.config import FeatureConfig, WaypostConfig
-from waypost.data.infer import infer_schema, infer_task
+from waypost.kinds.recognise import infer_schema
+from waypost.tasks.infer import infer_task
 from waypost.errors import DataError
 from waypost.kinds import get_kind, is_registered
 from waypost.plan import Decision

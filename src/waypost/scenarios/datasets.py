@@ -138,7 +138,7 @@ def split(
 
     Falls back to a plain random split (with a warning) when a class is too rare to stratify.
     """
-    from waypost.data.infer import infer_task
+    from waypost.tasks.infer import infer_task
     from waypost.data.split import split_frame, stratify_labels
 
     if target not in df.columns:
