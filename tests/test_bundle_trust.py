@@ -112,7 +112,7 @@ def test_a_model_directory_naming_a_part_it_lacks_is_refused(bundles, tmp_path):
     with pytest.raises(ModelFileError, match=r"'blend_weights' names part\(s\) \['gbm'\]"):
         Predictor.load(model)
     model = _copy(bundles / "clf_model", tmp_path / "model3")
-    (model / "mlp.safetensors").unlink()
+    (model / "parts" / "mlp" / "mlp.safetensors").unlink()
     with pytest.raises(ModelFileError, match=r"part 'mlp' names 'mlp.safetensors', which is not in"):
         Predictor.load(model)
     model = _copy(bundles / "clf_model", tmp_path / "model4")
@@ -125,5 +125,6 @@ def test_saved_files_are_readable_like_their_manifest(bundles):
     umask = os.umask(0)
     os.umask(umask)
     for directory in ("clf_model", "clf"):
-        for path in (bundles / directory).iterdir():
-            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+        for path in (bundles / directory).rglob("*"):
+            mode = 0o777 if path.is_dir() else 0o666
+            assert stat.S_IMODE(path.stat().st_mode) == mode & ~umask, path

@@ -160,6 +160,7 @@ def test_every_part_kind_has_a_suite() -> None:
 
     from waypost.models.parts import PART_CLASSES
 
-    covered = {"gbm" if kind in ("lightgbm", "xgboost") else kind for kind, _, _ in PARTS}
+    family = {"lightgbm": "gbm", "xgboost": "gbm", "extra_trees": "forest", "random_forest": "forest"}
+    covered = {family.get(kind, kind) for kind, _, _ in PARTS}
     covered.add(suite_of_multi_column.kind)  # tests/test_multi_column.py is its suite
     assert set(PART_CLASSES) <= covered, set(PART_CLASSES) - covered

@@ -26,6 +26,11 @@ def penguins():
 
 
 def _make(kind, pre):
+    if kind in ("linear", "extra_trees", "random_forest", "catboost"):
+        from waypost.models.registry import get
+
+        extra = {"cardinalities": pre.category_cardinalities_} if kind == "linear" else {}
+        return get(kind).factory(task="multiclass", n_classes=3, **extra)
     if kind == "mlp":
         return MLPModel(task="multiclass", n_classes=3, cardinalities=pre.category_cardinalities_,
                         training=TrainingConfig(max_epochs=40, early_stopping_patience=8))
@@ -89,6 +94,8 @@ def _make_column_part(kind, frame):
 # (part, data fixture, validation accuracy floor): the tabular parts on penguins, the CNN on 100
 # unseen digits after 300 training digits, the bag of embeddings on 300 unseen fortunes (majority 0.39)
 PARTS = [("mlp", "penguins", 0.93), ("lightgbm", "penguins", 0.93), ("xgboost", "penguins", 0.93),
+         ("linear", "penguins", 0.93), ("extra_trees", "penguins", 0.93), ("random_forest", "penguins", 0.93),
+         ("catboost", "penguins", 0.93),
          ("image", "digits", 0.6), ("text", "fortunes", 0.5)]
 
 

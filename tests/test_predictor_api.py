@@ -58,9 +58,11 @@ def test_save_load_round_trip_and_manifest(fitted, data, tmp_path):
     _, test = data
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["format_version"] == 2 and manifest["task"] == "multiclass"
+    assert manifest["format_version"] == 3 and manifest["task"] == "multiclass"
     assert manifest["lineage"]["data_digest"].startswith("sha256:")
-    assert not list(path.glob("*.pkl")) and not list(path.glob("*.pickle"))
+    assert not list(path.rglob("*.pkl")) and not list(path.rglob("*.pickle"))
+    for name, entry in manifest["parts"].items():  # each part's files in a folder of its own
+        assert entry["dir"] == f"parts/{name}" and (path / entry["dir"] / entry["file"]).is_file()
     loaded = Predictor.load(path)
     pd.testing.assert_frame_equal(loaded.predict_proba(test), fitted.predict_proba(test), atol=1e-6)
     assert loaded.plan_ == fitted.plan_
@@ -82,11 +84,11 @@ def test_load_errors_name_the_file(fitted, tmp_path):
     manifest.write_text(good[:100])
     with pytest.raises(ModelFileError, match="corrupt"):
         Predictor.load(path)
-    manifest.write_text(good.replace('"format_version": 2', '"format_version": 99'))
+    manifest.write_text(good.replace('"format_version": 3', '"format_version": 99'))
     with pytest.raises(ModelFileError, match="upgrade waypost"):
         Predictor.load(path)
     manifest.write_text(good)
-    part = next(p for p in path.iterdir() if p.name != MANIFEST)
+    part = next(p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
     part.write_bytes(b"\x00" * 10)
     with pytest.raises(ModelFileError, match=part.name):
         Predictor.load(path)

@@ -167,6 +167,16 @@ class TextConfig(_Strict):
     _pretrained = field_validator("pretrained")(classmethod(lambda cls, v: _no_quoted_bool(v)))
 
 
+class DecisionConfig(_Strict):
+    metric: Literal["accuracy", "f1", "balanced_accuracy", "cost"] = Field(
+        "accuracy", description="What a binary model's predicted class optimises: accuracy (the most probable "
+        "class), or a threshold chosen on validation for f1 (of the second class), balanced_accuracy or cost.")
+    false_positive_cost: float = Field(1.0, ge=0.0, description="With metric cost: the cost of predicting the "
+                                       "second class for a row of the first.")
+    false_negative_cost: float = Field(1.0, ge=0.0, description="With metric cost: the cost of missing the "
+                                       "second class.")
+
+
 class ModelConfig(_Strict):
     architecture: str = Field("auto", description="auto, or a registered name: blend, mlp, lightgbm, xgboost, "
                               "small_cnn, resnet18, efficientnet_lite0, mobilenetv2_100, ...")
@@ -177,6 +187,11 @@ class ModelConfig(_Strict):
     text: TextConfig = Field(default_factory=TextConfig)
     fusion_hidden: int = Field(128, ge=1, description="Width of the combiner layer that fuses an image or text "
                                "column's features with the tabular ones.")
+    parts: list[str] | Literal["auto"] = Field(
+        "auto", description="The tabular ensemble's candidate parts: auto (by preset: fast = gbm + mlp; medium = "
+        "gbm, linear, extra_trees, mlp; best = both GBM libraries, linear, extra_trees, random_forest, mlp) or a "
+        "list of gbm, lightgbm, xgboost, linear, extra_trees, random_forest, mlp.")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     combiner: Literal["auto", "concat", "transformer"] = Field(
         "auto", description="How several encoder columns are fused: concat + MLP (auto for two or three column "
         "blocks) or a Transformer over one token per column (auto for more).")
@@ -205,6 +220,18 @@ class TrainingConfig(_Strict):
     time_limit: float | None = Field(None, gt=0.0, description="Seconds for the whole fit, post-training work "
                                      "(plots, MLflow logging, saving) included; training stops between "
                                      "batches/boosting rounds to stay within it, and the plan says what it cut.")
+    bagging: int | Literal["auto"] = Field(
+        "auto", description="k-fold bagging of the tabular parts: auto (5 folds for tabular tables up to 10,000 "
+        "rows, presets medium and best; none for fast, larger tables or given validation data), 0 (never), "
+        "or a number of folds >= 2.")
+
+    @field_validator("bagging")
+    @classmethod
+    def _folds(cls, v: Any) -> Any:
+        if v != "auto" and (isinstance(v, bool) or v == 1 or v < 0):
+            raise ValueError("expected auto, 0 (no bagging) or a number of folds >= 2")
+        return v
+
     weight_histograms: bool = True
     checkpoint_dir: str | None = Field(
         None, description="Folder for resumable checkpoints: one subfolder per config + training-data digest, "

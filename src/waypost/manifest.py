@@ -139,3 +139,8 @@ def require_target(state: Any, task: str, where: str, key: str = "target_encoder
     require({key: state}, {key: spec}, where)
     if classification and len(state["classes"]) < 2:
         raise ModelFileError(f"{where}: '{key}.classes' must hold at least two classes, got {state['classes']!r}")
+    threshold = state.get("threshold")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0
+                                      and len(state["classes"]) == 2):
+        raise ModelFileError(f"{where}: '{key}.threshold' must be a probability in (0, 1) of a two-class target, "
+                             f"got {threshold!r}")

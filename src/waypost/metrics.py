@@ -6,12 +6,13 @@ from typing import Any
 import numpy as np
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """y_true: class codes 0..k-1; proba: (n, k) in code order."""
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """y_true: class codes 0..k-1; proba: (n, k) in code order; `threshold`: a binary decision
+    threshold on the second class's probability (None: the most probable class)."""
     from sklearn import metrics as skm
 
     k = proba.shape[1]
-    pred = proba.argmax(1)
+    pred = proba.argmax(1) if threshold is None else (proba[:, 1] >= threshold).astype(np.int64)
     # float32 softmax rows (ONNX, int8) sum to 1 within ~1e-7; sklearn's log_loss wants float64-exact
     clipped = np.clip(np.asarray(proba, np.float64), 1e-15, 1.0)
     clipped /= clipped.sum(1, keepdims=True)
@@ -21,6 +22,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
         "f1_macro": skm.f1_score(y_true, pred, average="macro", labels=list(range(k)), zero_division=0),
         "log_loss": skm.log_loss(y_true, clipped, labels=list(range(k))),
     }
+    if k == 2:  # reliability of the probabilities (what a threshold leaves untouched)
+        out["brier"] = skm.brier_score_loss(y_true, np.clip(proba[:, 1], 0.0, 1.0), pos_label=1)
     present = np.unique(y_true)
     if len(present) < 2:
         out["roc_auc"] = float("nan")  # undefined with one class in the evaluation data

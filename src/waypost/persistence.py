@@ -19,8 +19,11 @@ from waypost.errors import ModelFileError
 MANIFEST = "waypost_model.json"
 FORMAT = "waypost.model"
 #: 2: the preprocessor is one "frame" state for every table (columns by kind, see
-#: `waypost.kinds.frame`), parts are named by their registered kind; version 1 still loads.
-FORMAT_VERSION = 2
+#: `waypost.kinds.frame`), parts are named by their registered kind. 3: each part's files in its own
+#: folder (`parts/<name>/`, the entry's `dir`), so two parts of one family never share a file name.
+#: Versions 1 and 2 (every file at the top, no `dir`) still load.
+FORMAT_VERSION = 3
+PARTS_DIR = "parts"
 
 
 @contextlib.contextmanager
@@ -103,8 +106,9 @@ def check_model_manifest(manifest: dict[str, Any], directory: str | Path) -> Non
         raise ModelFileError(f"{where}: 'parts' is empty: the model has no trained part")
     for name, entry in parts.items():
         require(entry, {"kind": str, "file": str}, where, f"parts.{name}.")
-        if not (Path(directory) / entry["file"]).is_file():
-            raise ModelFileError(f"{where}: part {name!r} names {entry['file']!r}, which is not in {directory}")
+        folder = _part_dir(Path(directory), entry, name)
+        if not (folder / entry["file"]).is_file():
+            raise ModelFileError(f"{where}: part {name!r} names {entry['file']!r}, which is not in {folder}")
     weights = manifest["blend_weights"]
     unknown = [p for p in weights if p not in parts]
     if unknown:
@@ -124,7 +128,11 @@ def save_model(model: Any, path: Path) -> Path:
     from waypost import __version__
 
     with atomic_directory(path) as tmp:
-        parts = {name: part.save(tmp) for name, part in model.parts.items()}
+        parts = {}
+        for name, part in model.parts.items():
+            folder = Path(PARTS_DIR) / name
+            (tmp / folder).mkdir(parents=True)
+            parts[name] = {**part.save(tmp / folder), "dir": folder.as_posix()}
         write_manifest(tmp, {
             "waypost_version": __version__,
             "target": model.target,
@@ -145,6 +153,15 @@ def save_model(model: Any, path: Path) -> Path:
     return path
 
 
+def _part_dir(path: Path, entry: dict[str, Any], name: str) -> Path:
+    """The folder a part's files are in: `dir` under the model directory (format 3), else the top."""
+    folder = entry.get("dir", ".")
+    if not isinstance(folder, str) or Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise ModelFileError(f"{path}/{MANIFEST}: parts.{name}.dir must be a folder inside the model directory, "
+                             f"got {folder!r}")
+    return path / folder
+
+
 def load_model(path: Path) -> Any:
     """A model directory (format 1 or 2) -> FittedModel, each part loaded by its kind."""
     from waypost.config import WaypostConfig
@@ -158,7 +175,7 @@ def load_model(path: Path) -> Any:
     check_model_manifest(manifest, path)
     try:
         cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/{MANIFEST}")
-        parts = {name: load_part(Path(path), entry) for name, entry in manifest["parts"].items()}
+        parts = {name: load_part(_part_dir(Path(path), entry, name), entry) for name, entry in manifest["parts"].items()}
         return FittedModel(
             config=cfg, task=manifest["task"], target=manifest["target"], features=dict(manifest["features"]),
             preprocessor=FramePreprocessor.from_state(manifest["preprocessor"]),

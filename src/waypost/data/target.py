@@ -164,6 +164,8 @@ class TargetEncoder:
         state: dict[str, Any] = {"kind": "target", "task": self.task, "name": self.name}
         if self.is_classification:
             state["classes"] = list(self.classes_)
+            if getattr(self, "threshold_", None) is not None:  # a binary decision threshold (tasks/decision.py)
+                state["threshold"] = float(self.threshold_)
         else:
             state.update(mean=self.mean_, std=self.std_)
         return state
@@ -176,6 +178,8 @@ class TargetEncoder:
         if obj.is_classification:
             obj.classes_ = list(state["classes"])
             obj._restore()
+            if state.get("threshold") is not None:
+                obj.threshold_ = float(state["threshold"])
         else:
             obj.mean_, obj.std_ = float(state["mean"]), float(state["std"])
         return obj

@@ -27,18 +27,23 @@ _TREE_ATTRS = (
 )
 
 
-class _TreeWriter:
+class TreeWriter:
     """Accumulates the flat attribute lists of one TreeEnsembleRegressor."""
 
     def __init__(self) -> None:
         self.a: dict[str, list[Any]] = {k: [] for k in _TREE_ATTRS}
 
     def leaf(self, tree: int, node: int, target: int, value: float) -> None:
+        self.leaves(tree, node, {target: value})
+
+    def leaves(self, tree: int, node: int, values: dict[int, float]) -> None:
+        """A leaf adding `values[target]` to each of several targets (a forest's class fractions)."""
         self._node(tree, node, 0, "LEAF", 0.0, 0, 0, 0)
-        self.a["target_treeids"].append(tree)
-        self.a["target_nodeids"].append(node)
-        self.a["target_ids"].append(target)
-        self.a["target_weights"].append(float(value))
+        for target, value in values.items():
+            self.a["target_treeids"].append(tree)
+            self.a["target_nodeids"].append(node)
+            self.a["target_ids"].append(target)
+            self.a["target_weights"].append(float(value))
 
     def _node(self, tree: int, node: int, feature: int, mode: str, value: float,
               true_id: int, false_id: int, missing_true: int) -> None:
@@ -49,7 +54,7 @@ class _TreeWriter:
         self._node(*args)
 
 
-def _lightgbm_tree(w: _TreeWriter, tree_id: int, target: int, root: dict[str, Any]) -> None:
+def _lightgbm_tree(w: TreeWriter, tree_id: int, target: int, root: dict[str, Any]) -> None:
     counter = [0]
 
     def new_id() -> int:
@@ -106,7 +111,7 @@ def lightgbm_tree_node(booster: Any, input_name: str, output_name: str) -> tuple
     if dump.get("average_output"):
         raise ConfigError("LightGBM random-forest mode (average_output) is not supported for ONNX export")
     per_iter = int(dump["num_tree_per_iteration"])
-    w = _TreeWriter()
+    w = TreeWriter()
     for info in dump["tree_info"]:
         i = int(info["tree_index"])
         _lightgbm_tree(w, i, i % per_iter, info["tree_structure"])
@@ -148,10 +153,10 @@ def _with_head(nodes: list[Any], n_features: int, n_targets: int, classifier: bo
     else:
         nodes.append(helper.make_node("Softmax", ["gbm_raw"], ["gbm_out"], axis=1, name="softmax"))
         width = n_targets
-    return _model(nodes, n_features, width, "gbm_out", opset)
+    return tree_model(nodes, n_features, width, "gbm_out", opset)
 
 
-def _xgboost_tree(w: _TreeWriter, tree_id: int, target: int, root: dict[str, Any]) -> None:
+def _xgboost_tree(w: TreeWriter, tree_id: int, target: int, root: dict[str, Any]) -> None:
     """XGBoost's rule: `x < split_condition` goes to "yes", NaN to "missing"; a categorical node lists
     its categories in `split_condition` and sends them to "yes", everything else to "no"."""
     counter = [0]
@@ -202,13 +207,13 @@ def _xgboost_model(part: Any, n_features: int, opset: int) -> Any:
     booster = part.booster_
     dumps = [json.loads(t) for t in booster.get_dump(dump_format="json")]
     n_targets = part.n_classes if part.classifier and part.n_classes > 2 else 1  # one margin, or one per class
-    w = _TreeWriter()
+    w = TreeWriter()
     for i, tree in enumerate(dumps):
         _xgboost_tree(w, i, i % n_targets, tree)
     trees = helper.make_node("TreeEnsembleRegressor", ["gbm"], ["gbm_raw"], name="trees", domain="ai.onnx.ml",
                              n_targets=n_targets, aggregate_function="SUM", post_transform="NONE",
                              base_values=[0.0] * n_targets, **w.a)
-    probe = _model([trees], n_features, n_targets, "gbm_raw", opset)
+    probe = tree_model([trees], n_features, n_targets, "gbm_raw", opset)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, n_features)).astype(np.float32)
     for c in part.categorical:
@@ -223,7 +228,7 @@ def _xgboost_model(part: Any, n_features: int, opset: int) -> Any:
     return _with_head([trees], n_features, n_targets, part.classifier, opset)
 
 
-def _model(nodes: list[Any], n_features: int, width: Any, output: str, opset: int) -> Any:
+def tree_model(nodes: list[Any], n_features: int, width: Any, output: str, opset: int) -> Any:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -241,3 +246,35 @@ def reference_predictions(part: Any, x: np.ndarray) -> np.ndarray:
 
     n = len(x)
     return part.predict_raw(TabularArrays(np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64), x))
+
+
+def forest_model(estimators: list[Any], n_features: int, n_targets: int, classifier: bool, output: str,
+                 opset: int) -> Any:
+    """A scikit-learn random forest / extra-trees ensemble as one `TreeEnsembleRegressor` averaging
+    its trees: input `gbm` float (n, n_features) -> `output`: the mean of the trees' leaf values,
+    which for a classifier are class fractions (its probabilities, (n, k)) and for a regressor the
+    value (n, 1). scikit-learn casts inputs to float32 and compares them `<=` a double threshold;
+    the largest float32 <= that threshold gives the same answer for every float32 input. NaN
+    follows the node's `missing_go_to_left`."""
+    from onnx import helper
+
+    w = TreeWriter()
+    scale = 1.0 / len(estimators)
+    for t, est in enumerate(estimators):
+        tree = est.tree_
+        left, right, feature = tree.children_left, tree.children_right, tree.feature
+        threshold, missing_left = tree.threshold, getattr(tree, "missing_go_to_left", None)
+        values = tree.value[:, 0, :]  # (nodes, k): class fractions, or the regression value
+        for node in range(tree.node_count):
+            if left[node] == -1:
+                w.leaves(t, node, {k: float(values[node, k]) * scale for k in range(n_targets)})
+                continue
+            t32 = np.float32(threshold[node])
+            if float(t32) > threshold[node]:
+                t32 = np.nextafter(t32, np.float32(-np.inf))
+            nan_left = int(missing_left[node]) if missing_left is not None else 0
+            w.split(t, node, int(feature[node]), "BRANCH_LEQ", float(t32), int(left[node]), int(right[node]), nan_left)
+    trees = helper.make_node("TreeEnsembleRegressor", ["gbm"], [output], name="trees", domain="ai.onnx.ml",
+                             n_targets=n_targets, aggregate_function="SUM", post_transform="NONE",
+                             base_values=[0.0] * n_targets, **w.a)
+    return tree_model([trees], n_features, n_targets if classifier else 1, output, opset)

@@ -50,14 +50,18 @@ class _quiet_exporter:
 
 
 def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
-    """Combine the per-part graphs (each ending in `<part>_out`) into one with the blend."""
+    """Combine the per-part graphs (each with one output; they share the input names) into one
+    with the ensemble's weighted sum."""
     import onnx
     from onnx import TensorProto, compose, helper
 
     graphs, inputs, nodes, inits, functions = [], {}, [], [], []
+    outputs: dict[str, str] = {}
     opsets: dict[str, int] = {}
     for name, model in parts.items():
-        prefixed = compose.add_prefix(model, f"{name}/", rename_inputs=False, rename_outputs=False)
+        # every name prefixed but the shared inputs: two parts may end in the same output name
+        prefixed = compose.add_prefix(model, f"{name}/", rename_inputs=False, rename_outputs=True)
+        outputs[name] = prefixed.graph.output[0].name
         graphs.append(prefixed)
         for inp in prefixed.graph.input:
             inputs.setdefault(inp.name, inp)
@@ -74,7 +78,7 @@ def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
         nodes.append(helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
                                       name=f"blend/const_{name}"))
         # explicit fp32 boundary: a no-op in fp32 graphs, the cast back from an fp16 MLP otherwise
-        nodes.append(helper.make_node("Cast", [f"{name}_out"], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
+        nodes.append(helper.make_node("Cast", [outputs[name]], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
                                       name=f"blend/cast_{name}"))
         nodes.append(helper.make_node("Mul", [f"blend/{name}_f32", const], [f"blend/{name}"], name=f"blend/mul_{name}"))
         terms.append(f"blend/{name}")

@@ -197,6 +197,10 @@ def prune_predictor(predictor: Any, train_df: Any, valid_df: Any | None = None, 
         raise ConfigError(f"prune amount must be a fraction in (0, 1) of the MLP weights to zero, got {amount!r}")
     if finetune_epochs < 0:
         raise ConfigError(f"finetune_epochs must be >= 0, got {finetune_epochs!r}")
+    if any(name.startswith("mlp.") for name in predictor.parts_):
+        raise ConfigError("pruning fine-tunes one MLP, but this model bags fold MLPs "
+                          f"({', '.join(n for n in predictor.parts_ if n.startswith('mlp.'))}); retrain with "
+                          "training.bagging: 0 (or preset fast) to prune, or distil it into one student")
     if "mlp" not in predictor.parts_ or predictor.selected_ == "gbm":
         raise ConfigError(
             f"pruning applies to the neural part, but this predictor's selected model is "

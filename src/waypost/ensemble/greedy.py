@@ -59,6 +59,16 @@ def selection(task: Any, scores: dict[str, float], weights: dict[str, float]) ->
                     f"lowest validation {task.validation_loss_name} ({listed}){extra}")
 
 
+#: the parts `blend` draws from when `model.parts` is "auto", by preset ("gbm" is model.gbm.library;
+#: "other_gbm" the other library)
+PRESET_PARTS = {
+    "fast": ("gbm", "mlp"),
+    "medium": ("gbm", "linear", "extra_trees", "mlp"),
+    "best": ("gbm", "other_gbm", "catboost", "linear", "extra_trees", "random_forest", "mlp"),
+}
+PART_NAMES = ("gbm", "lightgbm", "xgboost", "catboost", "linear", "extra_trees", "random_forest", "mlp")
+
+
 @register(
     "blend",
     data_types=TABULAR_TYPES,
@@ -66,11 +76,26 @@ def selection(task: Any, scores: dict[str, float], weights: dict[str, float]) ->
     priority=20,
     tags=("default",),
     reason=(
-        "tabular data: a GBM and the MLP, weighted by greedy ensemble selection on validation data "
-        "(a single part when it is the best), since MLPs rarely beat boosted trees alone"
+        "tabular data: boosted trees, a linear model, extra trees and the MLP (preset medium; fast: a GBM and "
+        "the MLP), weighted by greedy ensemble selection on validation data (a single part when it is the "
+        "best): their errors differ, and MLPs rarely beat boosted trees alone"
     ),
     when="tabular-only tables (the default) when LightGBM is installed",
 )
-def build_blend() -> tuple[str, ...]:
-    """The parts the default tabular ensemble is drawn from (each built by its own factory)."""
-    return ("gbm", "mlp")
+def build_blend(cfg: Any) -> tuple[str, ...]:
+    """The parts the tabular ensemble is drawn from (each built by its own factory): `model.parts`,
+    or the preset's list."""
+    from waypost.errors import ConfigError
+
+    if cfg.model.parts != "auto":
+        unknown = [p for p in cfg.model.parts if p not in PART_NAMES]
+        if unknown or not cfg.model.parts:
+            raise ConfigError(f"model.parts: unknown part(s) {unknown}; expected a non-empty list of {list(PART_NAMES)}")
+        return tuple(dict.fromkeys(cfg.model.parts))
+    from waypost.models.registry import get
+
+    library = cfg.model.gbm.library
+    other = "xgboost" if library == "lightgbm" else "lightgbm"
+    names = [other if p == "other_gbm" else p for p in PRESET_PARTS.get(cfg.preset, PRESET_PARTS["medium"])]
+    # a preset's optional part whose library is not installed is left out (the plan lists what trains)
+    return tuple(p for p in names if p in ("gbm", "mlp") or get(p).available())

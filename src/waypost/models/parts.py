@@ -42,6 +42,9 @@ PART_CLASSES = {
     "image": "waypost.models.image_model:ImageModel",
     "text": "waypost.models.text_model:TextModel",
     "multi_column": "waypost.models.multi_column:MultiColumnModel",
+    "linear": "waypost.models.linear:LinearModel",
+    "forest": "waypost.models.forest:ForestModel",
+    "catboost": "waypost.models.catboost_part:CatBoostModel",
 }
 
 

@@ -16,7 +16,9 @@ from waypost.errors import ConfigError
 from waypost.plan import Decision
 
 # Modules whose import registers entries. Imported on first registry use, not at package import.
-_MODULES = ("waypost.models.tabular_mlp", "waypost.models.gbm", "waypost.ensemble.greedy",
+_MODULES = ("waypost.models.tabular_mlp", "waypost.models.gbm", "waypost.models.linear", "waypost.models.forest",
+            "waypost.models.catboost_part",
+            "waypost.ensemble.greedy",
             "waypost.models.small_cnn", "waypost.models.image_cnn", "waypost.models.text_encoder", "waypost.models.multi_column")
 
 

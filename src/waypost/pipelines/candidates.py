@@ -1,7 +1,8 @@
 """The candidate parts of a fit, built only through the registry's factories.
 
-Tabular tables: the architecture's parts (`blend` -> a GBM and the MLP; `lightgbm`, `xgboost`,
-`mlp` -> that one). One encoder column: that column's model (its kind builds it; the column's
+Tabular tables: the architecture's parts (`blend` -> the preset's or `model.parts`' list: a GBM
+and the MLP, plus the linear model and the forests; `lightgbm`, `xgboost`, `mlp`, `linear`,
+`extra_trees`, `random_forest` -> that one). One encoder column: that column's model (its kind builds it; the column's
 encoder comes from the registry inside it), fused with the tabular columns. Several encoder
 columns: the multi-column model. Each candidate is (name, part, share of the time left, decisions
 to add to the plan once it has trained).
@@ -26,39 +27,84 @@ class Candidate:
 
 
 #: the part each single-model tabular architecture trains (`blend` names its parts: its factory)
-TABULAR_PARTS = {"lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",)}
+TABULAR_PARTS = {"lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",), "linear": ("linear",),
+                 "catboost": ("catboost",), "extra_trees": ("extra_trees",), "random_forest": ("random_forest",)}
+#: the order tabular parts train in: cheap parts first, the MLP last (it takes the time left)
+_ORDER = ("gbm", "lightgbm", "xgboost", "catboost", "linear", "extra_trees", "random_forest", "mlp")
+#: share of the time left each part may use (the session's `part(share=...)`)
+_SHARES = {"gbm": 0.5, "lightgbm": 0.5, "xgboost": 0.5, "catboost": 0.4, "linear": 0.1, "extra_trees": 0.2,
+           "random_forest": 0.2}
+
+
+def tabular_part_names(cfg: Any) -> tuple[str, ...]:
+    """The tabular candidates of `cfg.model.architecture`, in training order; a ConfigError names
+    the tabular architectures when it is none of them."""
+    from waypost.models.registry import get
+
+    arch = cfg.model.architecture
+    names = get(arch).factory(cfg) if arch == "blend" else TABULAR_PARTS.get(arch)
+    if names is None:
+        from waypost.errors import ConfigError
+
+        raise ConfigError(f"model.architecture {arch!r} is not a tabular architecture "
+                          f"({sorted([*TABULAR_PARTS, 'blend'])})")
+    return tuple(sorted(names, key=_ORDER.index))
+
+
+def _tabular_candidates(cfg: Any, task: Any, n_classes: int, tab: Any, plan: list[Decision],
+                        n_folds: int = 0) -> list[Candidate]:
+    from waypost.models.registry import get
+
+    arch, names = cfg.model.architecture, tabular_part_names(cfg)
+    if len(names) > 1:
+        why = "model.parts in the config" if cfg.model.parts != "auto" else f"preset {cfg.preset}"
+        plan.append(Decision("architecture", "ensemble parts", ", ".join(names),
+                             f"{why}; each trains on the same rows and the greedy ensemble weighs them on validation: "
+                             + "; ".join(f"{n}: {get(_registry_name(n, cfg)).reason}" for n in names)))
+    out = []
+    for name in names:
+        if name in ("gbm", "lightgbm", "xgboost"):
+            library = name if name != "gbm" else (arch if arch in ("lightgbm", "xgboost") else cfg.model.gbm.library)
+            part = get(library).factory(task=task.name, n_classes=n_classes, gbm=cfg.model.gbm,
+                                        feature_names=tab.gbm_names_, categorical=tab.gbm_categorical_,
+                                        seed=cfg.training.seed)
+            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _gbm_notes))
+        elif name == "mlp":
+            part = get("mlp").factory(task=task.name, n_classes=n_classes, cardinalities=tab.category_cardinalities_,
+                                      mlp=cfg.model.mlp, training=cfg.training)
+            out.append(Candidate("mlp", part, 1.0, lambda p: _network_notes("mlp", p, cfg), min_seconds=1.0))
+        elif name == "linear":
+            part = get("linear").factory(task=task.name, n_classes=n_classes, cardinalities=tab.category_cardinalities_)
+            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _linear_notes, min_seconds=1.0))
+        elif name == "catboost":
+            part = get(name).factory(task=task.name, n_classes=n_classes, seed=cfg.training.seed)
+            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _catboost_notes, min_seconds=2.0))
+        else:  # the forests; bagged, each fold model holds its share of the trees (the same total)
+            from waypost.models.forest import N_TREES
+
+            n_trees = max(20, N_TREES // n_folds) if n_folds else N_TREES
+            part = get(name).factory(task=task.name, n_classes=n_classes, seed=cfg.training.seed, n_trees=n_trees)
+            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _forest_notes, min_seconds=2.0))
+    return out
+
+
+def _registry_name(name: str, cfg: Any) -> str:
+    return cfg.model.gbm.library if name == "gbm" else name
 
 
 def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: int = 0,
-               class_names: list[Any] | None = None) -> list[Candidate]:
+               class_names: list[Any] | None = None, plan: list[Decision] | None = None,
+               n_folds: int = 0) -> list[Candidate]:
     """`n_numeric`: width of the tabular numeric view; `class_names`: the labels (image augmentation
-    asks whether they sound orientation-sensitive)."""
+    asks whether they sound orientation-sensitive); `plan`: where the choice of parts is written;
+    `n_folds`: the bagging folds each candidate is trained for (0: one holdout fit)."""
     from waypost.kinds import get_kind
     from waypost.models.registry import get
 
     arch = cfg.model.architecture
     encoded = list(frame.columns)  # the encoder columns, in the table's order
     if not encoded:
-        tab = frame.tabular
-        names = get(arch).factory() if arch == "blend" else TABULAR_PARTS.get(arch)
-        if names is None:
-            from waypost.errors import ConfigError
-
-            raise ConfigError(f"model.architecture {arch!r} is not a tabular architecture "
-                              f"({sorted([*TABULAR_PARTS, 'blend'])})")
-        out = []
-        for name in names:
-            if name == "gbm":
-                library = arch if arch != "blend" else cfg.model.gbm.library
-                part = get(library).factory(task=task.name, n_classes=n_classes, gbm=cfg.model.gbm,
-                                            feature_names=tab.gbm_names_, categorical=tab.gbm_categorical_,
-                                            seed=cfg.training.seed)
-                out.append(Candidate("gbm", part, 0.5 if len(names) > 1 else 1.0, _gbm_notes))
-            else:
-                part = get("mlp").factory(task=task.name, n_classes=n_classes, cardinalities=tab.category_cardinalities_,
-                                          mlp=cfg.model.mlp, training=cfg.training)
-                out.append(Candidate("mlp", part, 1.0, lambda p: _network_notes("mlp", p, cfg), min_seconds=1.0))
-        return out
+        return _tabular_candidates(cfg, task, n_classes, frame.tabular, plan if plan is not None else [], n_folds)
     tabular = None
     if frame.tabular is not None:
         tabular = {"n_numeric": int(n_numeric), "cardinalities": frame.tabular.category_cardinalities_}
@@ -90,6 +136,25 @@ def _gbm_notes(gbm: Any) -> list[Decision]:
     if gbm.time_note_:
         notes.append(Decision("training", "gbm", "cut by time_limit", gbm.time_note_))
     return notes
+
+
+def _linear_notes(part: Any) -> list[Decision]:
+    from waypost.models.linear import STRENGTHS
+
+    what = "logistic regression, C" if part.classifier else "ridge regression, alpha"
+    value = 1.0 / part.strength_ if part.classifier else part.strength_
+    return [Decision("training", "linear", f"{what} {value:g}",
+                     f"the penalty with the lowest validation loss of {len(STRENGTHS)} tried")]
+
+
+def _catboost_notes(part: Any) -> list[Decision]:
+    return [Decision("training", "catboost", f"{part.best_iteration_} rounds",
+                     f"early stopping on validation; {part.n_nodes_} nodes, {part.seconds_:.1f}s")]
+
+
+def _forest_notes(part: Any) -> list[Decision]:
+    return [Decision("training", part.variant, f"{part.n_trees} trees",
+                     f"at most {part.max_leaves} leaves each ({part.n_nodes_} nodes in all), {part.seconds_:.1f}s")]
 
 
 def _network_notes(name: str, part: Any, cfg: Any) -> list[Decision]:

@@ -77,24 +77,36 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
     callbacks.on_plan(ctx)
 
     # ---- split --------------------------------------------------------------------------------
+    from waypost.pipelines.train_parts import bagging_folds
+
     full_train = train_df
-    if valid_df is None:
+    tabular_only = not any(get_kind(f.type).encoder for f in cfg.features.values())
+    folds, bag_reason = bagging_folds(cfg, len(train_df), tabular_only, valid_df is not None)
+    if folds:
+        plan.append(Decision("data", "validation", f"{folds}-fold bagging",
+                             f"{bag_reason}; each part trains {folds} times, on {folds - 1} folds, early-stopping on the "
+                             "fold it leaves out; the out-of-fold predictions (every row, once) fit the ensemble "
+                             f"weights, and the model averages the {folds} fold models of each part"))
+    elif valid_df is None:
         from waypost.data.split import split_frame
 
         train_df, valid_df = split_frame(train_df, cfg.target, task.name, cfg.data.valid_fraction, cfg.training.seed)
         plan.append(Decision("data", "validation", f"{len(valid_df)} rows",
                              f"{cfg.data.valid_fraction:.0%} of the training data held out (stratified on "
-                             f"{task.split_reason()}) for early stopping, blending and selection"))
+                             f"{task.split_reason()}) for early stopping, blending and selection"
+                             + (f"; not bagged: {bag_reason}" if bag_reason else "")))
     else:
         require_target(valid_df, cfg.target, "the validation data")
         valid_df, _ = drop_missing_target(valid_df, cfg.target)
-        plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"))
+        plan.append(Decision("data", "validation", f"{len(valid_df)} rows", "given by the caller"
+                             + (f"; {bag_reason}" if bag_reason else "")))
 
     with fit_session(session):
         # ---- preprocess every column through its kind ---------------------------------------------
         frame, train_df, valid_df, x_train, x_valid = _preprocess(cfg, plan, train_df, valid_df)
         encoder = TargetEncoder(task.name).fit(train_df[cfg.target])
-        y_train, y_valid = encoder.transform(train_df[cfg.target]), encoder.transform(valid_df[cfg.target])
+        y_train = encoder.transform(train_df[cfg.target])
+        y_valid = encoder.transform(valid_df[cfg.target]) if valid_df is not None else None
         n_classes = len(encoder.classes_) if task.is_classification else 0
         interrupt.check("preprocessing")
 
@@ -103,30 +115,29 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             if session.checkpoints is not None:  # so the next resume can continue this run too
                 session.checkpoints.bind_run(tracker.run_id, getattr(tracker, "tracking_uri", None))
             ctx.tracker = tracker
-            ctx.data.update(train_rows=len(train_df), valid_rows=len(valid_df), features=len(cfg.features))
+            ctx.data.update(train_rows=len(train_df), valid_rows=len(valid_df) if valid_df is not None else 0,
+                            folds=folds, features=len(cfg.features))
             callbacks.on_fit_start(ctx)
 
             # ---- fit the candidate parts ----------------------------------------------------------
             from waypost.pipelines.candidates import candidates
+            from waypost.pipelines.train_parts import fold_indices, train_bagged, train_holdout
 
             tabular = getattr(x_train, "tabular", x_train)  # FrameInputs' views, or the TabularArrays themselves
             n_numeric = int(tabular.numeric.shape[1]) if frame.tabular is not None else 0
-            parts, raws, scores = {}, {}, {}
-            for cand in candidates(cfg, task, n_classes, frame, n_numeric=n_numeric,
-                                   class_names=list(encoder.classes_) if task.is_classification else None):
-                if parts and cand.min_seconds and _seconds_left(session, cand.name) <= cand.min_seconds:
-                    plan.append(Decision("training", cand.name, "skipped",
-                                         f"time_limit of {cfg.training.time_limit:.0f}s used up by {', '.join(parts)}"))
-                    continue
-                callbacks.on_part_start(ctx, cand.name, cand.part)
-                with session.part(cand.name, share=cand.share):
-                    cand.part.fit(x_train, y_train, x_valid, y_valid, tracker=tracker, verbose=verbose)
-                plan.extend(cand.describe(cand.part))
-                interrupt.check(f"after the {cand.name}")
-                parts[cand.name] = cand.part
-                raws[cand.name] = cand.part.predict_raw(x_valid)
-                scores[cand.name] = task.validation_loss(raws[cand.name], y_valid)
-                callbacks.on_part_fitted(ctx, cand.name, cand.part, scores[cand.name])
+            class_names = list(encoder.classes_) if task.is_classification else None
+
+            def make(fold: int) -> list[Any]:  # fresh parts; the plan hears about them once
+                return candidates(cfg, task, n_classes, frame, n_numeric=n_numeric, class_names=class_names,
+                                  plan=plan if fold == 0 else None, n_folds=folds)
+
+            if folds:
+                trained = train_bagged(ctx, callbacks, task, make, x_train, y_train,
+                                       fold_indices(task, train_df[cfg.target], folds, cfg.training.seed))
+                y_valid = y_train  # scored out of fold: every training row
+            else:
+                trained = train_holdout(ctx, callbacks, task, make, x_train, y_train, x_valid, y_valid)
+            parts, raws, scores = trained.parts, trained.raws, trained.scores
             (network_part,) = parts.values() if frame.columns else (None,)
             for name, pre in frame.columns.items():
                 get_kind(pre.kind).after_fit(pre, network_part, name)
@@ -134,12 +145,18 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             # ---- ensemble / select ------------------------------------------------------------------
             from waypost.ensemble.greedy import combine, fit_weights, selection
 
-            weights, loss = fit_weights(task, raws, y_valid)
+            family_weights, loss = fit_weights(task, raws, y_valid)
             if len(raws) > 1:  # the ensemble's own validation loss (equal to its best part's when it keeps one)
                 scores["blend"] = loss
-            choice = selection(task, scores, weights)
+            choice = selection(task, scores, family_weights)
             plan.append(choice)
-            valid_raw = combine(raws, weights)
+            valid_raw = combine(raws, family_weights)
+            threshold, why = task.choose_threshold(y_valid, valid_raw, cfg.model.decision)
+            if threshold is not None:  # travels in the target codec: predict, the runtime and the server apply it
+                encoder.threshold_ = threshold
+                plan.append(Decision("decision", "threshold", f"{threshold:.4f}", why))
+            weights = trained.part_weights(family_weights)  # fold models share their family's weight
+            selected = choice.choice if len(weights) == 1 else "blend"
 
             # ---- the fitted model -------------------------------------------------------------------
             from waypost.track.lineage import collect_lineage
@@ -151,7 +168,7 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             model = FittedModel(
                 config=cfg, task=task.name, target=cfg.target, features={n: f.type for n, f in cfg.features.items()},
                 preprocessor=frame, target_encoder=encoder, parts={n: parts[n] for n in weights}, weights=weights,
-                selected=choice.choice, plan=plan, validation_metrics=task.metrics(y_valid, valid_raw, encoder),
+                selected=selected, plan=plan, validation_metrics=task.metrics(y_valid, valid_raw, encoder),
                 validation_scores=scores, history=network.fit_.history if network is not None else {},
                 lineage=lineage)
             ctx.data.update(valid_raw=valid_raw, y_valid=y_valid)
@@ -187,20 +204,15 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
     tabular = {n: f.type for n, f in cfg.features.items() if not get_kind(f.type).encoder}
     frame = FramePreprocessor(columns, TabularPreprocessor(tabular).fit(train_df) if tabular else None)
     x_train, kept_tr, skipped_tr = frame.transform_rows(train_df, policies)
-    x_valid, kept_va, skipped_va = frame.transform_rows(valid_df, policies)
+    x_valid, kept_va, skipped_va = frame.transform_rows(valid_df, policies) if valid_df is not None else (None, None, [])
     skipped = skipped_tr + skipped_va
     if skipped:
         first = skipped[0]
         plan.append(Decision("data", f"column '{first['column']}'", f"{len(skipped)} skipped",
                              f"on_bad_image: skip; first: row {first['row']}: {first['reason']}"))
-        train_df, valid_df = train_df.iloc[kept_tr], valid_df.iloc[kept_va]
+        train_df = train_df.iloc[kept_tr]
+        valid_df = valid_df.iloc[kept_va] if valid_df is not None else None
     return frame, train_df, valid_df, x_train, x_valid
-
-
-def _seconds_left(session: Any, name: str) -> float:
-    with session.part(name):
-        left = session.deadline_for(0)
-    return float("inf") if left is None else left - time.perf_counter()
 
 
 def _digest_frame(df: Any, cfg: WaypostConfig) -> Any:

@@ -78,6 +78,10 @@ class Task:
         `encoder` the fitted TargetEncoder (or its JSON state)."""
         raise NotImplementedError
 
+    def choose_threshold(self, y: np.ndarray, raw: np.ndarray, decision: Any) -> tuple[float | None, str]:
+        """A decision threshold fitted on validation outputs (binary classification); None: none."""
+        return None, ""
+
     def headline_metric(self, n_classes: int) -> str:
         """The one number a before/after comparison shows."""
         raise NotImplementedError

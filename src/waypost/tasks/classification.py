@@ -73,16 +73,30 @@ class Classification(Task):
         return classification_loss(training.loss, training.imbalance, training.focal_gamma, counts)
 
     def metrics(self, y: np.ndarray, raw: np.ndarray, encoder: Any) -> dict[str, float]:
+        """Label metrics of the predictions `decode` gives (the decision threshold, when one was
+        chosen), probability metrics of the probabilities."""
         from waypost.metrics import classification_metrics
 
-        return classification_metrics(np.asarray(y, dtype=np.int64), self._proba(raw, None))
+        return classification_metrics(np.asarray(y, dtype=np.int64), self._proba(raw, None),
+                                      getattr(encoder, "threshold_", None))
+
+    def choose_threshold(self, y: np.ndarray, raw: np.ndarray, decision: Any) -> tuple[float | None, str]:
+        """(the probability of the second class above which it is predicted, why); None keeps the
+        most probable class. Binary targets only, from validation (or out-of-fold) outputs."""
+        from waypost.tasks.decision import choose_threshold
+
+        proba = self._proba(raw, None)
+        if proba.shape[1] != 2:
+            return None, ""
+        return choose_threshold(np.asarray(y, dtype=np.int64), proba[:, 1], decision)
 
     def headline_metric(self, n_classes: int) -> str:
         """ROC AUC for binary (threshold-free, fair under imbalance), accuracy for multiclass."""
         return "roc_auc" if n_classes == 2 else "accuracy"
 
     def decode(self, raw: np.ndarray, encoder_state: dict[str, Any]) -> dict[str, Any]:
-        """{"prediction": the most probable label per row (the classes' dtype), "proba": `raw`}."""
+        """{"prediction": the most probable label per row (the classes' dtype; for a binary target
+        with a decision threshold, the second class where its probability reaches it), "proba": `raw`}."""
         classes = encoder_state["classes"]
         proba = self._proba(raw, len(classes))
         # typed key: (False, True) == (0, 1) in Python, but their labels are bools, not ints
@@ -92,7 +106,9 @@ class Classification(Task):
             if len(self._labels) >= _CACHE_LIMIT:
                 self._labels.clear()
             labels = self._labels[key] = label_array(list(classes))
-        return {"prediction": labels[proba.argmax(1)], "proba": proba}
+        threshold = encoder_state.get("threshold")
+        codes = proba.argmax(1) if threshold is None else (proba[:, 1] >= threshold).astype(np.int64)
+        return {"prediction": labels[codes], "proba": proba}
 
     def _proba(self, raw: Any, k: int | None) -> np.ndarray:
         proba = rows_of(raw, f"{self.name} output")
