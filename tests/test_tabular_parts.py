@@ -209,3 +209,24 @@ def test_bagging_is_off_for_fast_for_given_validation_data_and_when_asked():
     assert {n.split(".")[1] for n in three.blend_weights_} <= {"0", "1", "2"}
     with pytest.raises(ConfigError, match="bagging"):
         Predictor(target="species", track=False, verbose=False, config={"training": {"bagging": 1}}).fit(train)
+
+
+@pytest.mark.slow
+def test_a_bagged_best_fit_keeps_a_60_second_limit_within_ten_percent():
+    """Preset best on ISLR Default, bagged over 5 folds, with slow boosting (learning rate 0.005,
+    up to 20,000 rounds: minutes without a limit): the fit, from start to a usable model, stays
+    within 60 s + 10%, and the plan says what the limit cut."""
+    import time
+
+    from waypost import Predictor
+
+    train, test = split(load_dataset("islr_default"), "default", test_size=0.3, seed=0)
+    started = time.perf_counter()
+    p = Predictor(target="default", preset="best", time_limit=60, track=False, verbose=False,
+                  config={"training": {"bagging": 5},
+                          "model": {"gbm": {"learning_rate": 0.005, "n_estimators": 20000,
+                                            "early_stopping_rounds": 2000}}}).fit(train)
+    elapsed = time.perf_counter() - started
+    assert elapsed <= 66.0, elapsed
+    assert any("time_limit" in d.choice or "time_limit" in d.reason for d in p.plan_ if d.step == "training")
+    assert p.evaluate(test)["roc_auc"] >= 0.9

@@ -54,10 +54,18 @@ class CatBoostModel(ForestModel):
         params = dict(iterations=self.iterations, od_type="Iter", od_wait=EARLY_STOPPING, use_best_model=True,
                       random_seed=self.seed, verbose=0, allow_writing_files=False,
                       thread_count=1 if len(y_train) < SMALL_TABLE_ROWS else -1)
+        from waypost.train.gbm_callbacks import RoundClock
+        from waypost.train.session import current_session
+
+        session = current_session()
+        deadlines = [d for d in (session.deadline_for(0) if session else None,
+                                 time.perf_counter() + time_limit if time_limit else None) if d is not None]
+        clock = RoundClock(min(deadlines) if deadlines else None, self.iterations)
         est = cb.CatBoostClassifier(**params) if self.classifier else cb.CatBoostRegressor(**params)
         start = time.perf_counter()
         est.fit(np.ascontiguousarray(train.gbm, np.float32), y_train,
-                eval_set=(np.ascontiguousarray(valid.gbm, np.float32), y_valid))
+                eval_set=(np.ascontiguousarray(valid.gbm, np.float32), y_valid), callbacks=[_Deadline(clock)])
+        self.time_note_ = clock.describe()
         self.seconds_ = time.perf_counter() - start
         self.best_iteration_ = int(est.get_best_iteration() or 0) + 1
         self._set_graph(_graph(est, train.gbm.shape[1], self.classifier, self.output))
@@ -86,6 +94,16 @@ class CatBoostModel(ForestModel):
         except Exception as exc:  # a truncated or foreign file
             raise ModelFileError(f"{path}: not a readable ONNX tree ensemble ({exc})") from None
         return model
+
+
+class _Deadline:
+    """CatBoost's per-iteration hook: stop boosting (and SIGINT/SIGTERM) as the GBMs do."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+
+    def after_iteration(self, info: Any) -> bool:
+        return not self.clock.tick(int(info.iteration))
 
 
 def _graph(est: Any, n_features: int, classifier: bool, output: str) -> Any:

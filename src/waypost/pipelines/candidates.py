@@ -148,8 +148,11 @@ def _linear_notes(part: Any) -> list[Decision]:
 
 
 def _catboost_notes(part: Any) -> list[Decision]:
-    return [Decision("training", "catboost", f"{part.best_iteration_} rounds",
-                     f"early stopping on validation; {part.n_nodes_} nodes, {part.seconds_:.1f}s")]
+    notes = [Decision("training", "catboost", f"{part.best_iteration_} rounds",
+                      f"early stopping on validation; {part.n_nodes_} nodes, {part.seconds_:.1f}s")]
+    if part.time_note_:
+        notes.append(Decision("training", "catboost", "cut by time_limit", part.time_note_))
+    return notes
 
 
 def _forest_notes(part: Any) -> list[Decision]:

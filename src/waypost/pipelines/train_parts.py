@@ -98,14 +98,22 @@ def train_bagged(ctx: Any, callbacks: Any, task: Any, make: Any, x: Any, y: np.n
             continue
         oof: np.ndarray | None = None
         start_left = _seconds_left(ctx.session, first.name)
+        trained: dict[str, Any] = {}
         for f, (rows, held) in enumerate(folds):
             cand = per_fold[f][i]
+            if f and out.parts and first.min_seconds and _seconds_left(ctx.session, first.name) <= first.min_seconds:
+                break  # out of time mid-family: its out-of-fold outputs would be incomplete
             share = _fold_share(cand.share, start_left, _seconds_left(ctx.session, first.name), k - f)
             _train(ctx, callbacks, cand, f"{cand.name}.{f}", share, take(x, rows), y[rows], take(x, held), y[held])
             raw = cand.part.predict_raw(take(x, held))
             oof = np.zeros((len(y),) + raw.shape[1:]) if oof is None else oof
             oof[held] = raw
-            out.parts[f"{cand.name}.{f}"] = cand.part
+            trained[f"{cand.name}.{f}"] = cand.part
+        if len(trained) < k:
+            ctx.plan.append(Decision("training", first.name, "dropped", f"time_limit of "
+                                     f"{ctx.config.training.time_limit:.0f}s ran out after {len(trained)} of its {k} folds"))
+            continue
+        out.parts.update(trained)
         ctx.plan.extend(first.describe(first.part))
         out.raws[first.name] = oof
         out.scores[first.name] = task.validation_loss(oof, y)
