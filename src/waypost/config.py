@@ -189,8 +189,8 @@ class ModelConfig(_Strict):
                                "column's features with the tabular ones.")
     parts: list[str] | Literal["auto"] = Field(
         "auto", description="The tabular ensemble's candidate parts: auto (by preset: fast = gbm + mlp; medium = "
-        "gbm, linear, extra_trees, mlp; best = both GBM libraries, linear, extra_trees, random_forest, mlp) or a "
-        "list of gbm, lightgbm, xgboost, linear, extra_trees, random_forest, mlp.")
+        "gbm, linear, extra_trees, mlp; best = both GBM libraries, catboost, linear, extra_trees, random_forest, "
+        "mlp) or a list of gbm, lightgbm, xgboost, catboost, linear, extra_trees, random_forest, mlp.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     combiner: Literal["auto", "concat", "transformer"] = Field(
         "auto", description="How several encoder columns are fused: concat + MLP (auto for two or three column "

@@ -106,6 +106,7 @@ class TargetEncoder:
             if len(self.classes_) < 2:
                 raise DataError(f"target column {self.name!r} has a single class {self.classes_[0]!r}; expected at least 2")
             self._restore()
+            self.threshold_: float | None = None  # a binary decision threshold, set by the fit (tasks/decision.py)
         else:
             x = self._to_float(y)
             if not np.all(np.isfinite(x)):
@@ -164,7 +165,7 @@ class TargetEncoder:
         state: dict[str, Any] = {"kind": "target", "task": self.task, "name": self.name}
         if self.is_classification:
             state["classes"] = list(self.classes_)
-            if getattr(self, "threshold_", None) is not None:  # a binary decision threshold (tasks/decision.py)
+            if self.threshold_ is not None:
                 state["threshold"] = float(self.threshold_)
         else:
             state.update(mean=self.mean_, std=self.std_)
@@ -178,8 +179,7 @@ class TargetEncoder:
         if obj.is_classification:
             obj.classes_ = list(state["classes"])
             obj._restore()
-            if state.get("threshold") is not None:
-                obj.threshold_ = float(state["threshold"])
+            obj.threshold_ = float(state["threshold"]) if state.get("threshold") is not None else None
         else:
             obj.mean_, obj.std_ = float(state["mean"]), float(state["std"])
         return obj

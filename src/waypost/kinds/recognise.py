@@ -3,8 +3,9 @@
 Each kind recognises its own columns (`Kind.recognise(profile) -> reason | None`); this module
 profiles a column once (dtype, distinct count, value samples, all cheap) and asks the kinds in
 their `recognise_order` (flags, then media, dates, text, categories and numbers). What no kind
-owns is here: dropping columns that carry nothing (all missing, constant, identifiers). Kinds recognised ahead of their modules (sequence, audio, video: issues #13 and
-#15) are listed in `_PENDING`; the plan drops them with "no <kind> encoder in this version".
+owns is here: dropping columns that carry nothing (all missing, constant, identifiers). Kinds
+recognised ahead of their modules (sequence, audio, video: issues #13 and #15) are listed in
+`_PENDING`; the plan drops them with "no <kind> encoder in this version".
 
 Every threshold is a module constant next to the rule that uses it: a wrong guess should be
 explainable from the reason string and fixable in waypost.yaml.

@@ -22,24 +22,24 @@ import numpy as np
 
 from waypost.data.preprocess import TabularArrays
 from waypost.data.types import TABULAR_TYPES
-from waypost.errors import ModelFileError
-from waypost.models.forest import ForestModel
+from waypost.models.forest import TreeGraphPart
 from waypost.models.registry import register
 
 ITERATIONS = 1000
 EARLY_STOPPING = 50
 
 
-class CatBoostModel(ForestModel):
+class CatBoostModel(TreeGraphPart):
     """A tree part whose graph comes from CatBoost (its ONNX plumbing is the forests')."""
 
     kind = "catboost"
+    variant = "catboost"
+    ENTRY = ("iterations",)
 
-    def __init__(self, *, task: str, n_classes: int = 0, seed: int = 0, iterations: int = ITERATIONS,
-                 variant: str = "catboost", **_: Any) -> None:
+    def __init__(self, *, task: str, n_classes: int = 0, seed: int = 0, iterations: int = ITERATIONS) -> None:
         from waypost.tasks import get_task
 
-        self.task, self.n_classes, self.seed, self.variant = task, n_classes, seed, "catboost"
+        self.task, self.n_classes, self.seed = task, n_classes, seed
         self.classifier = get_task(task).is_classification
         self.iterations = iterations
 
@@ -49,18 +49,15 @@ class CatBoostModel(ForestModel):
 
         import catboost as cb
 
-        from waypost.models.gbm import SMALL_TABLE_ROWS
+        from waypost.config import GBMConfig
+        from waypost.models.gbm import n_jobs
+        from waypost.train.gbm_callbacks import RoundClock
+        from waypost.train.session import fit_deadline
 
         params = dict(iterations=self.iterations, od_type="Iter", od_wait=EARLY_STOPPING, use_best_model=True,
                       random_seed=self.seed, verbose=0, allow_writing_files=False,
-                      thread_count=1 if len(y_train) < SMALL_TABLE_ROWS else -1)
-        from waypost.train.gbm_callbacks import RoundClock
-        from waypost.train.session import current_session
-
-        session = current_session()
-        deadlines = [d for d in (session.deadline_for(0) if session else None,
-                                 time.perf_counter() + time_limit if time_limit else None) if d is not None]
-        clock = RoundClock(min(deadlines) if deadlines else None, self.iterations)
+                      thread_count=n_jobs(GBMConfig(), len(y_train)))
+        clock = RoundClock(fit_deadline(time_limit), self.iterations)
         est = cb.CatBoostClassifier(**params) if self.classifier else cb.CatBoostRegressor(**params)
         start = time.perf_counter()
         est.fit(np.ascontiguousarray(train.gbm, np.float32), y_train,
@@ -69,31 +66,7 @@ class CatBoostModel(ForestModel):
         self.seconds_ = time.perf_counter() - start
         self.best_iteration_ = int(est.get_best_iteration() or 0) + 1
         self._set_graph(_graph(est, train.gbm.shape[1], self.classifier, self.output))
-        trees = next(n for n in self.graph_.graph.node if n.op_type == "TreeEnsembleRegressor")
-        self.n_nodes_ = len(next(a for a in trees.attribute if a.name == "nodes_nodeids").ints)
         return self
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        path = directory / "catboost.onnx"
-        path.write_bytes(self.graph_.SerializeToString())
-        return {"kind": self.kind, "file": path.name, "task": self.task, "n_classes": self.n_classes,
-                "iterations": self.iterations}
-
-    @classmethod
-    def load(cls, directory: Path, entry: dict[str, Any]) -> CatBoostModel:
-        import onnx
-
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
-        model = cls(task=entry["task"], n_classes=entry["n_classes"], iterations=entry["iterations"])
-        try:
-            graph = onnx.load_from_string(path.read_bytes())
-            onnx.checker.check_model(graph)
-            model._set_graph(graph)
-        except Exception as exc:  # a truncated or foreign file
-            raise ModelFileError(f"{path}: not a readable ONNX tree ensemble ({exc})") from None
-        return model
 
 
 class _Deadline:

@@ -132,9 +132,9 @@ class ColumnModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
         common = {"task": entry["task"], "n_classes": entry["n_classes"], "arch": entry["arch"],
                   "class_names": entry.get("class_names"), "tabular": entry.get("tabular"),
                   "mlp": MLPConfig(**entry["mlp"]) if entry.get("mlp") else None,

@@ -28,8 +28,66 @@ N_TREES = 100
 MAX_LEAVES = 2048
 
 
-class ForestModel:
+class TreeGraphPart:
+    """A tree ensemble whose part *is* its ONNX graph: fitted by a library that cannot serve in a
+    bundle (scikit-learn, CatBoost), converted once, then predicted, saved and exported as that
+    graph. A subclass fits and calls `_set_graph`; `ENTRY` names the constructor arguments its
+    manifest entry keeps (the rest of the entry is common)."""
+
+    kind = ""
+    ENTRY: tuple[str, ...] = ()
+    variant = ""  # the graph's output and file name
+
+    @property
+    def output(self) -> str:
+        return f"{self.variant}_out"
+
+    def _set_graph(self, model: Any) -> None:
+        import onnxruntime as ort
+
+        self.graph_ = model
+        trees = next(n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor")
+        self.n_nodes_ = len(next(a for a in trees.attribute if a.name == "nodes_nodeids").ints)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.session_ = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def predict_raw(self, arrays: TabularArrays) -> np.ndarray:
+        if not hasattr(self, "graph_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
+        x = np.ascontiguousarray(arrays.gbm, dtype=np.float32)
+        out = np.asarray(self.session_.run(None, {"gbm": x})[0], dtype=np.float64)
+        return out if self.classifier else out[:, 0]
+
+    def to_onnx(self, sample: TabularArrays) -> Any:
+        return self.graph_
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        path = directory / f"{self.variant}.onnx"
+        path.write_bytes(self.graph_.SerializeToString())
+        return {"kind": self.kind, "file": path.name, "task": self.task, "n_classes": self.n_classes,
+                **{k: getattr(self, k) for k in self.ENTRY}}
+
+    @classmethod
+    def load(cls, directory: Path, entry: dict[str, Any]) -> TreeGraphPart:
+        import onnx
+
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
+        model = cls(task=entry["task"], n_classes=entry["n_classes"], **{k: entry[k] for k in cls.ENTRY})
+        try:
+            graph = onnx.load_from_string(path.read_bytes())
+            onnx.checker.check_model(graph)
+            model._set_graph(graph)
+        except Exception as exc:  # a truncated or foreign file: onnx and onnxruntime raise their own types
+            raise ModelFileError(f"{path}: not a readable ONNX tree ensemble ({exc})") from None
+        return model
+
+
+class ForestModel(TreeGraphPart):
     kind = "forest"
+    ENTRY = ("variant", "n_trees", "max_leaves")
 
     def __init__(self, *, task: str, n_classes: int = 0, variant: str = "extra_trees", seed: int = 0,
                  n_trees: int = N_TREES, max_leaves: int = MAX_LEAVES) -> None:
@@ -40,10 +98,6 @@ class ForestModel:
         self.task, self.n_classes, self.variant, self.seed = task, n_classes, variant, seed
         self.classifier = get_task(task).is_classification
         self.n_trees, self.max_leaves = n_trees, max_leaves
-
-    @property
-    def output(self) -> str:
-        return f"{self.variant}_out"
 
     def fit(self, train: TabularArrays, y_train: np.ndarray, valid: TabularArrays, y_valid: np.ndarray,
             *, tracker: Any = None, verbose: bool = False, time_limit: float | None = None) -> ForestModel:
@@ -67,49 +121,7 @@ class ForestModel:
             raise ValueError(f"the training rows hold {n_targets} of the {self.n_classes} classes")
         self._set_graph(forest_model(est.estimators_, train.gbm.shape[1], n_targets, self.classifier,
                                      self.output, OPSET))
-        self.n_nodes_ = int(sum(e.tree_.node_count for e in est.estimators_))
         return self
-
-    def _set_graph(self, model: Any) -> None:
-        import onnxruntime as ort
-
-        self.graph_ = model
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self.session_ = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-    def predict_raw(self, arrays: TabularArrays) -> np.ndarray:
-        if not hasattr(self, "graph_"):
-            raise NotFittedError("ForestModel is not fitted: call fit() first")
-        x = np.ascontiguousarray(arrays.gbm, dtype=np.float32)
-        out = np.asarray(self.session_.run(None, {"gbm": x})[0], dtype=np.float64)
-        return out if self.classifier else out[:, 0]
-
-    def to_onnx(self, sample: TabularArrays) -> Any:
-        return self.graph_
-
-    def save(self, directory: Path) -> dict[str, Any]:
-        path = directory / f"{self.variant}.onnx"
-        path.write_bytes(self.graph_.SerializeToString())
-        return {"kind": self.kind, "variant": self.variant, "file": path.name, "task": self.task,
-                "n_classes": self.n_classes, "n_trees": self.n_trees, "max_leaves": self.max_leaves}
-
-    @classmethod
-    def load(cls, directory: Path, entry: dict[str, Any]) -> ForestModel:
-        import onnx
-
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
-        model = cls(task=entry["task"], n_classes=entry["n_classes"], variant=entry["variant"],
-                    n_trees=entry["n_trees"], max_leaves=entry["max_leaves"])
-        try:
-            graph = onnx.load_from_string(path.read_bytes())
-            onnx.checker.check_model(graph)
-            model._set_graph(graph)
-        except Exception as exc:  # a truncated or foreign file: onnx and onnxruntime raise their own types
-            raise ModelFileError(f"{path}: not a readable ONNX tree ensemble ({exc})") from None
-        return model
 
 
 @register("extra_trees", data_types=TABULAR_TYPES, requires=("sklearn",), priority=2,

@@ -85,10 +85,8 @@ class GBMModel:
         before the session's deadline, and a finished booster is checkpointed (native format) so a
         resumed fit reuses it. `time_limit` (seconds from now) bounds boosting outside a pipeline.
         """
-        import time
-
         from waypost.train.gbm_callbacks import RoundClock
-        from waypost.train.session import current_session
+        from waypost.train.session import current_session, fit_deadline
 
         session = current_session()
         slot = session.slot if session is not None else None
@@ -98,14 +96,12 @@ class GBMModel:
         if self.restored_:
             self._restore(slot)
         else:
-            deadlines = [d for d in (session.deadline_for(0) if session else None,
-                                     time.perf_counter() + time_limit if time_limit else None) if d is not None]
             # each round's trees are serialised again after boosting: by LightGBM's sklearn wrapper (a
             # text round trip; XGBoost: slicing to the best round), the checkpoint, every model save and
             # MLflow's copy (gbm_callbacks explains why the time limit must count that)
             in_fit = 1.2 + (1.0 if slot is not None else 0.0)
             commit = (session.saves + (1.0 if session.tracked else 0.0)) if session is not None else 1.0
-            clock = RoundClock(min(deadlines) if deadlines else None, self.gbm.n_estimators, in_fit + commit)
+            clock = RoundClock(fit_deadline(time_limit), self.gbm.n_estimators, in_fit + commit)
             fit = self._fit_lightgbm if self.library == "lightgbm" else self._fit_xgboost
             fit(train.gbm, y_train, valid.gbm, y_valid, clock)
             self.time_note_ = clock.describe()
@@ -249,9 +245,9 @@ class GBMModel:
 
     @classmethod
     def load(cls, directory: Path, entry: dict[str, Any]) -> GBMModel:
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
         model = cls(task=entry["task"], n_classes=entry["n_classes"], library=entry["library"],
                     feature_names=entry["feature_names"], categorical=entry["categorical"])
         model.best_iteration_ = int(entry["best_iteration"])

@@ -65,23 +65,16 @@ class LinearModel:
 
         task = get_task(self.task)
         X = self._design(train)
-        best: tuple[float, float, Any] | None = None
+        fits = []
         for strength in STRENGTHS:
-            if self.classifier:
-                est = LogisticRegression(C=1.0 / strength, max_iter=500)
-            else:
-                est = Ridge(alpha=strength)
+            est = LogisticRegression(C=1.0 / strength, max_iter=500) if self.classifier else Ridge(alpha=strength)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 est.fit(X, y_train)
             self._take(est)
-            loss = task.validation_loss(self.predict_raw(valid), y_valid)
-            if best is None or loss < best[0] - 1e-12:
-                best = (loss, strength, est)
-        assert best is not None
-        self.strength_ = best[1]
-        self._take(best[2])
-        self.validation_loss_ = best[0]
+            fits.append((task.validation_loss(self.predict_raw(valid), y_valid), strength, est))
+        _, self.strength_, best = min(fits, key=lambda f: f[0])  # the first of equal losses: the weaker penalty
+        self._take(best)
         return self
 
     def _take(self, est: Any) -> None:
@@ -155,9 +148,9 @@ class LinearModel:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
         model = cls(task=entry["task"], n_classes=entry["n_classes"], cardinalities=entry["cardinalities"])
         try:
             state = load_file(str(path))

@@ -391,9 +391,9 @@ class MultiColumnModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = Path(directory) / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
         model = cls(task=entry["task"], n_classes=entry["n_classes"], columns=entry["columns"],
                     combiner=entry["combiner"], training=TrainingConfig(**entry.get("training") or {}),
                     mlp=MLPConfig(**entry["mlp"]), fusion_hidden=entry["fusion_hidden"], tabular=entry.get("tabular"),

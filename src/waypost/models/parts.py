@@ -55,5 +55,13 @@ def part_class(kind: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def part_file(directory: Path, entry: dict[str, Any]) -> Path:
+    """The file a part's entry names, inside `directory`; a ModelFileError when it is not there."""
+    path = Path(directory) / entry["file"]
+    if not path.is_file():
+        raise ModelFileError(f"model file missing: {path}")
+    return path
+
+
 def load_part(directory: Path, entry: dict[str, Any]) -> Any:
     return part_class(entry["kind"]).load(directory, entry)

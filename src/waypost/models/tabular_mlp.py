@@ -159,9 +159,9 @@ class MLPModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise ModelFileError(f"model file missing: {path}")
+        from waypost.models.parts import part_file
+
+        path = part_file(directory, entry)
         model = cls(task=entry["task"], n_classes=entry["n_classes"])
         model.net_ = TabularMLP(**entry["net"])
         try:

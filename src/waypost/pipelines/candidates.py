@@ -29,16 +29,26 @@ class Candidate:
 #: the part each single-model tabular architecture trains (`blend` names its parts: its factory)
 TABULAR_PARTS = {"lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",), "linear": ("linear",),
                  "catboost": ("catboost",), "extra_trees": ("extra_trees",), "random_forest": ("random_forest",)}
-#: the order tabular parts train in: cheap parts first, the MLP last (it takes the time left)
-_ORDER = ("gbm", "lightgbm", "xgboost", "catboost", "linear", "extra_trees", "random_forest", "mlp")
-#: share of the time left each part may use (the session's `part(share=...)`)
-_SHARES = {"gbm": 0.5, "lightgbm": 0.5, "xgboost": 0.5, "catboost": 0.4, "linear": 0.1, "extra_trees": 0.2,
-           "random_forest": 0.2}
+#: per tabular part: the share of the time left it may use when others train too (the session's
+#: `part(share=...)`; the MLP, trained last, takes what is left) and the seconds below which it is
+#: skipped once another part has trained
+_BUDGET = {"gbm": (0.5, 0.0), "lightgbm": (0.5, 0.0), "xgboost": (0.5, 0.0), "catboost": (0.4, 2.0),
+           "linear": (0.1, 1.0), "extra_trees": (0.2, 2.0), "random_forest": (0.2, 2.0), "mlp": (1.0, 1.0)}
+
+
+def _registry_name(name: str, cfg: Any) -> str:
+    """The registry entry a tabular part is built by: "gbm" is the GBM the architecture names, or
+    `model.gbm.library`."""
+    if name != "gbm":
+        return name
+    arch = cfg.model.architecture
+    return arch if arch in ("lightgbm", "xgboost") else cfg.model.gbm.library
 
 
 def tabular_part_names(cfg: Any) -> tuple[str, ...]:
-    """The tabular candidates of `cfg.model.architecture`, in training order; a ConfigError names
-    the tabular architectures when it is none of them."""
+    """The tabular candidates of `cfg.model.architecture`, in training order (`PART_NAMES`: cheap
+    parts first, the MLP last); a ConfigError names the tabular architectures when it is none."""
+    from waypost.ensemble.greedy import PART_NAMES
     from waypost.models.registry import get
 
     arch = cfg.model.architecture
@@ -48,14 +58,30 @@ def tabular_part_names(cfg: Any) -> tuple[str, ...]:
 
         raise ConfigError(f"model.architecture {arch!r} is not a tabular architecture "
                           f"({sorted([*TABULAR_PARTS, 'blend'])})")
-    return tuple(sorted(names, key=_ORDER.index))
+    return tuple(sorted(names, key=PART_NAMES.index))
+
+
+def _part_kwargs(name: str, cfg: Any, tab: Any, n_folds: int) -> dict[str, Any]:
+    """What the part's registry factory takes beyond the task: the views it reads and its settings."""
+    if name in ("gbm", "lightgbm", "xgboost"):
+        return {"gbm": cfg.model.gbm, "feature_names": tab.gbm_names_, "categorical": tab.gbm_categorical_,
+                "seed": cfg.training.seed}
+    if name == "mlp":
+        return {"cardinalities": tab.category_cardinalities_, "mlp": cfg.model.mlp, "training": cfg.training}
+    if name == "linear":
+        return {"cardinalities": tab.category_cardinalities_}
+    if name == "catboost":
+        return {"seed": cfg.training.seed}
+    from waypost.models.forest import N_TREES  # the forests: bagged, each fold model holds its share of the trees
+
+    return {"seed": cfg.training.seed, "n_trees": max(20, N_TREES // n_folds) if n_folds else N_TREES}
 
 
 def _tabular_candidates(cfg: Any, task: Any, n_classes: int, tab: Any, plan: list[Decision],
                         n_folds: int = 0) -> list[Candidate]:
     from waypost.models.registry import get
 
-    arch, names = cfg.model.architecture, tabular_part_names(cfg)
+    names = tabular_part_names(cfg)
     if len(names) > 1:
         why = "model.parts in the config" if cfg.model.parts != "auto" else f"preset {cfg.preset}"
         plan.append(Decision("architecture", "ensemble parts", ", ".join(names),
@@ -63,33 +89,12 @@ def _tabular_candidates(cfg: Any, task: Any, n_classes: int, tab: Any, plan: lis
                              + "; ".join(f"{n}: {get(_registry_name(n, cfg)).reason}" for n in names)))
     out = []
     for name in names:
-        if name in ("gbm", "lightgbm", "xgboost"):
-            library = name if name != "gbm" else (arch if arch in ("lightgbm", "xgboost") else cfg.model.gbm.library)
-            part = get(library).factory(task=task.name, n_classes=n_classes, gbm=cfg.model.gbm,
-                                        feature_names=tab.gbm_names_, categorical=tab.gbm_categorical_,
-                                        seed=cfg.training.seed)
-            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _gbm_notes))
-        elif name == "mlp":
-            part = get("mlp").factory(task=task.name, n_classes=n_classes, cardinalities=tab.category_cardinalities_,
-                                      mlp=cfg.model.mlp, training=cfg.training)
-            out.append(Candidate("mlp", part, 1.0, lambda p: _network_notes("mlp", p, cfg), min_seconds=1.0))
-        elif name == "linear":
-            part = get("linear").factory(task=task.name, n_classes=n_classes, cardinalities=tab.category_cardinalities_)
-            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _linear_notes, min_seconds=1.0))
-        elif name == "catboost":
-            part = get(name).factory(task=task.name, n_classes=n_classes, seed=cfg.training.seed)
-            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _catboost_notes, min_seconds=2.0))
-        else:  # the forests; bagged, each fold model holds its share of the trees (the same total)
-            from waypost.models.forest import N_TREES
-
-            n_trees = max(20, N_TREES // n_folds) if n_folds else N_TREES
-            part = get(name).factory(task=task.name, n_classes=n_classes, seed=cfg.training.seed, n_trees=n_trees)
-            out.append(Candidate(name, part, _SHARES[name] if len(names) > 1 else 1.0, _forest_notes, min_seconds=2.0))
+        part = get(_registry_name(name, cfg)).factory(task=task.name, n_classes=n_classes,
+                                                      **_part_kwargs(name, cfg, tab, n_folds))
+        share, min_seconds = _BUDGET[name]
+        describe = (lambda p: _network_notes("mlp", p, cfg)) if name == "mlp" else _NOTES[type(part).kind]
+        out.append(Candidate(name, part, share if len(names) > 1 else 1.0, describe, min_seconds=min_seconds))
     return out
-
-
-def _registry_name(name: str, cfg: Any) -> str:
-    return cfg.model.gbm.library if name == "gbm" else name
 
 
 def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: int = 0,
@@ -158,6 +163,11 @@ def _catboost_notes(part: Any) -> list[Decision]:
 def _forest_notes(part: Any) -> list[Decision]:
     return [Decision("training", part.variant, f"{part.n_trees} trees",
                      f"at most {part.max_leaves} leaves each ({part.n_nodes_} nodes in all), {part.seconds_:.1f}s")]
+
+
+#: part kind -> the plan entries it adds once trained (the MLP's need the config: `_network_notes`)
+_NOTES: dict[str, Callable[[Any], list[Decision]]] = {
+    "gbm": _gbm_notes, "linear": _linear_notes, "catboost": _catboost_notes, "forest": _forest_notes}
 
 
 def _network_notes(name: str, part: Any, cfg: Any) -> list[Decision]:

@@ -121,7 +121,7 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
 
             # ---- fit the candidate parts ----------------------------------------------------------
             from waypost.pipelines.candidates import candidates
-            from waypost.pipelines.train_parts import fold_indices, train_bagged, train_holdout
+            from waypost.pipelines.train_parts import fold_indices, fold_splits, holdout_split, train_parts
 
             tabular = getattr(x_train, "tabular", x_train)  # FrameInputs' views, or the TabularArrays themselves
             n_numeric = int(tabular.numeric.shape[1]) if frame.tabular is not None else 0
@@ -132,11 +132,11 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
                                   plan=plan if fold == 0 else None, n_folds=folds)
 
             if folds:
-                trained = train_bagged(ctx, callbacks, task, make, x_train, y_train,
-                                       fold_indices(task, train_df[cfg.target], folds, cfg.training.seed))
+                splits = fold_splits(x_train, y_train, fold_indices(task, train_df[cfg.target], folds, cfg.training.seed))
                 y_valid = y_train  # scored out of fold: every training row
             else:
-                trained = train_holdout(ctx, callbacks, task, make, x_train, y_train, x_valid, y_valid)
+                splits = holdout_split(x_train, y_train, x_valid, y_valid)
+            trained = train_parts(ctx, callbacks, task, make, splits, y_valid)
             parts, raws, scores = trained.parts, trained.raws, trained.scores
             (network_part,) = parts.values() if frame.columns else (None,)
             for name, pre in frame.columns.items():

@@ -17,8 +17,8 @@ import numpy as np
 
 from waypost.plan import Decision
 
-#: tabular tables up to this many training rows are bagged by default (preset medium and best);
-#: measured in benchmarks/tabular.py: docs/decisions.md "Bagging"
+#: tabular tables up to this many training rows are bagged by default (preset medium and best): a
+#: judgement, not a sweep (docs/decisions.md "Bagging")
 BAG_MAX_ROWS = 10_000
 BAG_FOLDS = 5
 
@@ -26,16 +26,24 @@ BAG_FOLDS = 5
 @dataclass
 class TrainedParts:
     parts: dict[str, Any] = field(default_factory=dict)  # name (or "name.fold") -> fitted part
+    members: dict[str, list[str]] = field(default_factory=dict)  # family -> its parts' names
     raws: dict[str, np.ndarray] = field(default_factory=dict)  # family -> validation / out-of-fold output
     scores: dict[str, float] = field(default_factory=dict)  # family -> validation loss
-    folds: int = 0  # 0: holdout
-
-    def members(self, family: str) -> list[str]:
-        return [family] if not self.folds else [f"{family}.{f}" for f in range(self.folds)]
 
     def part_weights(self, family_weights: dict[str, float]) -> dict[str, float]:
-        """Each family's weight spread over its fold models."""
-        return {m: w / len(self.members(f)) for f, w in family_weights.items() for m in self.members(f)}
+        """Each family's weight spread evenly over its fold models."""
+        return {m: w / len(self.members[f]) for f, w in family_weights.items() for m in self.members[f]}
+
+
+@dataclass
+class Split:
+    """Rows a part trains on, rows it early-stops on, and where those rows sit among the scored ones."""
+
+    x_train: Any
+    y_train: np.ndarray
+    x_valid: Any
+    y_valid: np.ndarray
+    held: np.ndarray  # indices of the validation rows in the scored rows
 
 
 def bagging_folds(cfg: Any, n_rows: int, tabular_only: bool, valid_given: bool) -> tuple[int, str]:
@@ -71,52 +79,51 @@ def take(arrays: Any, rows: np.ndarray) -> Any:
     return type(arrays)(arrays.numeric[rows], arrays.categorical[rows], arrays.gbm[rows])
 
 
-def train_holdout(ctx: Any, callbacks: Any, task: Any, make: Any, x_train: Any, y_train: np.ndarray,
-                  x_valid: Any, y_valid: np.ndarray) -> TrainedParts:
-    """`make(0)` -> the candidates (fresh parts); each trains once."""
+def holdout_split(x_train: Any, y_train: np.ndarray, x_valid: Any, y_valid: np.ndarray) -> list[Split]:
+    return [Split(x_train, y_train, x_valid, y_valid, np.arange(len(y_valid)))]
+
+
+def fold_splits(x: Any, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> list[Split]:
+    return [Split(take(x, rows), y[rows], take(x, held), y[held], held) for rows, held in folds]
+
+
+def train_parts(ctx: Any, callbacks: Any, task: Any, make: Any, splits: list[Split],
+                y_scored: np.ndarray) -> TrainedParts:
+    """Each candidate once per split (`make(i)`: fresh candidates, in a fixed order, for split i).
+    One split: the holdout, parts named by their family. Several: the folds, parts named
+    `family.i`; each fold's outputs fill its held-out rows, so the family is scored on every row of
+    `y_scored`. A family that runs out of time between folds is dropped whole (its out-of-fold
+    outputs would be incomplete); the first family always finishes."""
+    k = len(splits)
     out = TrainedParts()
-    for cand in make(0):
-        if _skip(ctx, cand, bool(out.parts)):
+    per_split = [make(i) for i in range(k)]
+    for c, first in enumerate(per_split[0]):
+        if _skip(ctx, first, list(out.members)):
             continue
-        _train(ctx, callbacks, cand, cand.name, cand.share, x_train, y_train, x_valid, y_valid)
-        ctx.plan.extend(cand.describe(cand.part))
-        out.parts[cand.name] = cand.part
-        out.raws[cand.name] = cand.part.predict_raw(x_valid)
-        out.scores[cand.name] = task.validation_loss(out.raws[cand.name], y_valid)
-        callbacks.on_part_fitted(ctx, cand.name, cand.part, out.scores[cand.name])
-    return out
-
-
-def train_bagged(ctx: Any, callbacks: Any, task: Any, make: Any, x: Any, y: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]]) -> TrainedParts:
-    """Each candidate k times, one per fold; `make(fold)` -> fresh candidates in a fixed order."""
-    k = len(folds)
-    out = TrainedParts(folds=k)
-    per_fold = [make(f) for f in range(k)]
-    for i, first in enumerate(per_fold[0]):
-        if _skip(ctx, first, bool(out.parts)):
-            continue
-        oof: np.ndarray | None = None
         start_left = _seconds_left(ctx.session, first.name)
         trained: dict[str, Any] = {}
-        for f, (rows, held) in enumerate(folds):
-            cand = per_fold[f][i]
-            if f and out.parts and first.min_seconds and _seconds_left(ctx.session, first.name) <= first.min_seconds:
-                break  # out of time mid-family: its out-of-fold outputs would be incomplete
-            share = _fold_share(cand.share, start_left, _seconds_left(ctx.session, first.name), k - f)
-            _train(ctx, callbacks, cand, f"{cand.name}.{f}", share, take(x, rows), y[rows], take(x, held), y[held])
-            raw = cand.part.predict_raw(take(x, held))
-            oof = np.zeros((len(y),) + raw.shape[1:]) if oof is None else oof
-            oof[held] = raw
-            trained[f"{cand.name}.{f}"] = cand.part
+        raw: np.ndarray | None = None
+        for i, split in enumerate(splits):
+            if i and out.parts and first.min_seconds and _seconds_left(ctx.session, first.name) <= first.min_seconds:
+                break
+            cand = per_split[i][c]
+            name = cand.name if k == 1 else f"{cand.name}.{i}"
+            share = cand.share if k == 1 else _fold_share(cand.share, start_left,
+                                                          _seconds_left(ctx.session, first.name), k - i)
+            _train(ctx, callbacks, cand, name, share, split)
+            held_raw = cand.part.predict_raw(split.x_valid)
+            raw = np.zeros((len(y_scored),) + held_raw.shape[1:]) if raw is None else raw
+            raw[split.held] = held_raw
+            trained[name] = cand.part
         if len(trained) < k:
             ctx.plan.append(Decision("training", first.name, "dropped", f"time_limit of "
                                      f"{ctx.config.training.time_limit:.0f}s ran out after {len(trained)} of its {k} folds"))
             continue
         out.parts.update(trained)
+        out.members[first.name] = list(trained)
         ctx.plan.extend(first.describe(first.part))
-        out.raws[first.name] = oof
-        out.scores[first.name] = task.validation_loss(oof, y)
+        out.raws[first.name] = raw
+        out.scores[first.name] = task.validation_loss(raw, y_scored)
         callbacks.on_part_fitted(ctx, first.name, first.part, out.scores[first.name])
     return out
 
@@ -130,21 +137,22 @@ def _fold_share(share: float, start_left: float, left: float, folds_to_go: int) 
     return float(np.clip(allotment / folds_to_go / left, 0.01, 1.0))
 
 
-def _skip(ctx: Any, cand: Any, have_one: bool) -> bool:
-    if have_one and cand.min_seconds and _seconds_left(ctx.session, cand.name) <= cand.min_seconds:
+def _skip(ctx: Any, cand: Any, trained: list[str]) -> bool:
+    """Skip a part when the time left is below its minimum and another part has already trained."""
+    if trained and cand.min_seconds and _seconds_left(ctx.session, cand.name) <= cand.min_seconds:
         ctx.plan.append(Decision("training", cand.name, "skipped",
-                                 f"time_limit of {ctx.config.training.time_limit:.0f}s used up"))
+                                 f"time_limit of {ctx.config.training.time_limit:.0f}s used up by {', '.join(trained)}"))
         return True
     return False
 
 
-def _train(ctx: Any, callbacks: Any, cand: Any, slot: str, share: float, x_tr: Any, y_tr: np.ndarray, x_va: Any,
-           y_va: np.ndarray) -> None:
+def _train(ctx: Any, callbacks: Any, cand: Any, slot: str, share: float, split: Split) -> None:
     from waypost.train import interrupt
 
     callbacks.on_part_start(ctx, slot, cand.part)
     with ctx.session.part(slot, share=share):
-        cand.part.fit(x_tr, y_tr, x_va, y_va, tracker=ctx.tracker, verbose=ctx.verbose)
+        cand.part.fit(split.x_train, split.y_train, split.x_valid, split.y_valid, tracker=ctx.tracker,
+                      verbose=ctx.verbose)
     interrupt.check(f"after the {slot}")
 
 

@@ -77,6 +77,7 @@ class Classification(Task):
         chosen), probability metrics of the probabilities."""
         from waypost.metrics import classification_metrics
 
+        # `encoder` may be a TargetEncoder or None (label-free callers): no threshold then
         return classification_metrics(np.asarray(y, dtype=np.int64), self._proba(raw, None),
                                       getattr(encoder, "threshold_", None))
 

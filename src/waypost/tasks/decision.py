@@ -45,8 +45,8 @@ def choose_threshold(y: np.ndarray, p1: np.ndarray, decision: Any) -> tuple[floa
         return None, ""
     scores = np.array([_score(metric, y, (p1 >= t).astype(np.int64), costs) for t in grid])
     best = scores.max()
-    # among the best, the one closest to 0.5: the least surprising cut
-    t = float(grid[np.flatnonzero(scores >= best - 1e-12)][np.argmin(np.abs(grid[scores >= best - 1e-12] - 0.5))])
+    tied = grid[scores >= best - 1e-12]
+    t = float(tied[np.argmin(np.abs(tied - 0.5))])  # among the best, the one nearest 0.5: the least surprising cut
     base = _score(metric, y, (p1 >= 0.5).astype(np.int64), costs)
     what = {"f1": "F1 of the second class", "balanced_accuracy": "balanced accuracy",
             "cost": f"expected cost (false positive {costs[0]:g}, false negative {costs[1]:g})"}[metric]

@@ -200,7 +200,7 @@ def fit_network(
     (seconds from now) and the session's deadline, whichever is sooner, stop it between batches.
     With a session checkpoint slot, every epoch is checkpointed, a resumed fit continues from the
     last completed epoch, and a part already finished is restored instead of trained."""
-    from waypost.train.session import current_session
+    from waypost.train.session import current_session, fit_deadline
 
     session = current_session()
     slot = session.slot if session is not None else None
@@ -218,11 +218,10 @@ def fit_network(
         hooks.append(weights)
     started = time.perf_counter()
     model_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
-    deadlines = [d for d in (session.deadline_for(model_bytes) if session else None,
-                             started + time_limit if time_limit else None) if d is not None]
+    stop_at = fit_deadline(time_limit, model_bytes, started)
     deadline = None
-    if deadlines:
-        deadline = DeadlineStop(min(deadlines), valid_rows=_rows(valid), batch_rows=int(getattr(train, "batch_size", 1)))
+    if stop_at is not None:
+        deadline = DeadlineStop(stop_at, valid_rows=_rows(valid), batch_rows=int(getattr(train, "batch_size", 1)))
         hooks.append(deadline)
     ckpt_path, resumed_from = None, None
     if slot is not None:

@@ -113,6 +113,16 @@ def current_session() -> FitSession | None:
     return _CURRENT.get()
 
 
+def fit_deadline(time_limit: float | None = None, model_bytes: int = 0, now: float | None = None) -> float | None:
+    """When a training loop must stop (a perf_counter value; None: no limit): the sooner of the
+    current session's deadline for its part and `time_limit` seconds from `now`."""
+    session = current_session()
+    now = time.perf_counter() if now is None else now
+    deadlines = [d for d in (session.deadline_for(model_bytes) if session is not None else None,
+                             now + time_limit if time_limit else None) if d is not None]
+    return min(deadlines) if deadlines else None
+
+
 @contextlib.contextmanager
 def fit_session(session: FitSession) -> Iterator[FitSession]:
     token = _CURRENT.set(session)
