@@ -163,4 +163,7 @@ def test_every_part_kind_has_a_suite() -> None:
     family = {"lightgbm": "gbm", "xgboost": "gbm", "extra_trees": "forest", "random_forest": "forest"}
     covered = {family.get(kind, kind) for kind, _, _ in PARTS}
     covered.add(suite_of_multi_column.kind)  # tests/test_multi_column.py is its suite
+    from test_column_gbm import ColumnGBM as suite_of_column_gbm
+
+    covered.add(suite_of_column_gbm.kind)  # tests/test_column_gbm.py: fit, save/load, bundle, both kinds
     assert set(PART_CLASSES) <= covered, set(PART_CLASSES) - covered

@@ -25,7 +25,7 @@ def penguins():
     return pre, pre.transform(train), enc.transform(train["species"]), pre.transform(valid), enc.transform(valid["species"])
 
 
-def _make(kind, pre):
+def _make(kind, pre, views=None):
     if kind in ("linear", "extra_trees", "random_forest", "catboost"):
         from waypost.models.registry import get
 
@@ -34,6 +34,13 @@ def _make(kind, pre):
     if kind == "mlp":
         return MLPModel(task="multiclass", n_classes=3, cardinalities=pre.category_cardinalities_,
                         training=TrainingConfig(max_epochs=40, early_stopping_patience=8))
+    if kind == "entity_gbm":  # it reads a fitted MLP's embeddings of the same rows (attach, then fit)
+        from waypost.models.entity_gbm import EntityGBM
+
+        a_tr, y_tr, a_va, y_va = views
+        mlp = _make("mlp", pre).fit(a_tr, y_tr, a_va, y_va)
+        return EntityGBM(task="multiclass", n_classes=3, gbm=GBMConfig(n_estimators=200),
+                         feature_names=pre.gbm_names_, categorical=pre.gbm_categorical_).attach(mlp)
     return GBMModel(task="multiclass", n_classes=3, library=kind, gbm=GBMConfig(n_estimators=200),
                     feature_names=pre.gbm_names_, categorical=pre.gbm_categorical_)
 
@@ -95,14 +102,14 @@ def _make_column_part(kind, frame):
 # unseen digits after 300 training digits, the bag of embeddings on 300 unseen fortunes (majority 0.39)
 PARTS = [("mlp", "penguins", 0.93), ("lightgbm", "penguins", 0.93), ("xgboost", "penguins", 0.93),
          ("linear", "penguins", 0.93), ("extra_trees", "penguins", 0.93), ("random_forest", "penguins", 0.93),
-         ("catboost", "penguins", 0.93),
+         ("catboost", "penguins", 0.93), ("entity_gbm", "penguins", 0.93),
          ("image", "digits", 0.6), ("text", "fortunes", 0.5)]
 
 
 @pytest.mark.parametrize("kind, data, floor", PARTS)
 def test_model_part_contract(kind, data, floor, request, tmp_path):
     pre, a_tr, y_tr, a_va, y_va = request.getfixturevalue(data)
-    model = _make(kind, pre) if data == "penguins" else _make_column_part(kind, pre)
+    model = _make(kind, pre, (a_tr, y_tr, a_va, y_va)) if data == "penguins" else _make_column_part(kind, pre)
     n_classes = len(np.unique(y_tr))
     with pytest.raises(NotFittedError):
         model.predict_raw(a_va)

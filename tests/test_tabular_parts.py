@@ -111,7 +111,7 @@ def test_medium_ensemble_is_never_worse_than_its_best_part_and_its_bundle_agrees
     df = load_dataset(name).dropna(subset=[target])
     train, test = split(df, target, test_size=0.3, seed=0)
     p = Predictor(target=target, preset="medium", track=False, verbose=False,
-                  config={"training": {"max_epochs": 60, "early_stopping_patience": 10}}).fit(train)
+                  config={"training": {"max_epochs": 30, "early_stopping_patience": 6}}).fit(train)
     parts = {"gbm", "linear", "extra_trees", "mlp"}
     assert parts <= set(p.validation_scores_)
     best = min(p.validation_scores_[k] for k in parts)
@@ -132,8 +132,8 @@ def test_medium_ensemble_is_never_worse_than_its_best_part_and_its_bundle_agrees
 
 def test_every_part_merges_into_one_graph_that_equals_the_weighted_sum():
     """All tabular parts in one graph at equal weights, two GBM libraries among them (their trees
-    end in the same output name inside their own graphs): the merged graph equals the weighted sum
-    of the parts' in-memory outputs."""
+    end in the same output name inside their own graphs) and an entity-embedding GBM of each: the
+    merged graph equals the weighted sum of the parts' in-memory outputs."""
     from waypost.config import GBMConfig, TrainingConfig
     from waypost.deploy.onnx_graph import merge_parts
     from waypost.ensemble.greedy import combine
@@ -148,6 +148,10 @@ def test_every_part_merges_into_one_graph_that_equals_the_weighted_sum():
              "mlp": get("mlp").factory(**common, cardinalities=pre.category_cardinalities_,
                                        training=TrainingConfig(max_epochs=15, early_stopping_patience=5))}
     raws = {k: p.fit(a_tr, y_tr, a_va, y_va).predict_raw(a_va) for k, p in parts.items()}
+    for library in ("lightgbm", "xgboost"):  # the entity GBMs read the fitted MLP's embeddings
+        entity = get("entity_gbm").factory(**common, **gbm, library=library).attach(parts["mlp"])
+        parts[f"entity_{library}"] = entity
+        raws[f"entity_{library}"] = entity.fit(a_tr, y_tr, a_va, y_va).predict_raw(a_va)
     weights = dict.fromkeys(parts, 1.0 / len(parts))
     merged = merge_parts({k: p.to_onnx(a_va) for k, p in parts.items()}, weights)
     np.testing.assert_allclose(_run(merged, a_va), combine(raws, weights), atol=1e-4)

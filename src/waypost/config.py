@@ -190,7 +190,12 @@ class ModelConfig(_Strict):
     parts: list[str] | Literal["auto"] = Field(
         "auto", description="The tabular ensemble's candidate parts: auto (by preset: fast = gbm + mlp; medium = "
         "gbm, linear, extra_trees, mlp; best = both GBM libraries, catboost, linear, extra_trees, random_forest, "
-        "mlp) or a list of gbm, lightgbm, xgboost, catboost, linear, extra_trees, random_forest, mlp.")
+        "mlp, entity_gbm) or a list of gbm, lightgbm, xgboost, catboost, linear, extra_trees, random_forest, mlp, "
+        "entity_gbm (a GBM on the table plus the MLP's category embeddings; needs mlp).")
+    column_gbm: bool | Literal["auto"] = Field(
+        "auto", description="Beside a network over one image or text column and tabular columns, also train a GBM "
+        "on the tabular columns plus the network's column embedding (PCA to <= 32 dims) and ensemble the two: "
+        "auto (preset best), true or false.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     combiner: Literal["auto", "concat", "transformer"] = Field(
         "auto", description="How several encoder columns are fused: concat + MLP (auto for two or three column "

@@ -176,6 +176,12 @@ def load_model(path: Path) -> Any:
     try:
         cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/{MANIFEST}")
         parts = {name: load_part(_part_dir(Path(path), entry, name), entry) for name, entry in manifest["parts"].items()}
+        for name, part in parts.items():  # a part that reads another at predict time gets it back
+            source = getattr(part, "reads", None)
+            if source:
+                if source not in parts:
+                    raise ModelFileError(f"{path}/{MANIFEST}: part {name!r} reads part {source!r}, which the model lacks")
+                part.attach(parts[source])
         return FittedModel(
             config=cfg, task=manifest["task"], target=manifest["target"], features=dict(manifest["features"]),
             preprocessor=FramePreprocessor.from_state(manifest["preprocessor"]),

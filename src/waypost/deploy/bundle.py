@@ -75,12 +75,34 @@ def _graphs(predictor: Any, sample: pd.DataFrame, inputs: Any, state: dict[str, 
             feeds.append({k: v for k, v in views.items() if k in names})
         return feeds
 
-    (part,) = predictor.parts_.values()
+    part = _network_graph_part(predictor)
     if len(pre.columns) == 1:
         kind = get_kind(next(iter(pre.columns.values())).kind)
         return kind.export_graph(part, inputs, optimize, calibration)
     fp32 = part.to_onnx(inputs)
     return fp32, optimize_model(fp32, optimize)
+
+
+class _Hybrid:
+    """A column network and the GBM on its features, exported as one graph (`models.column_gbm`)."""
+
+    def __init__(self, network: Any, gbm: Any, weights: dict[str, float], names: dict[str, str]) -> None:
+        self.network, self.gbm, self.weights, self.names = network, gbm, weights, names
+
+    def to_onnx(self, inputs: Any) -> Any:
+        from waypost.models.column_gbm import hybrid_graph
+
+        return hybrid_graph(self.network, self.gbm, self.weights, self.names, inputs)
+
+
+def _network_graph_part(predictor: Any) -> Any:
+    """What exports an encoder-column model: its network, or the network + the GBM on its features."""
+    parts, weights = predictor.parts_, predictor.blend_weights_
+    for name, part in parts.items():
+        if getattr(part, "reads", None) and weights.get(name, 0.0) > 0:
+            return _Hybrid(parts[part.reads], part, weights, {"network": part.reads, "gbm": name})
+    (network,) = [p for n, p in parts.items() if weights.get(n, 0.0) > 0]
+    return network
 
 
 def _latency(bundle: Any, records: list[dict[str, Any]], runs: int = 200) -> dict[str, float]:

@@ -115,14 +115,17 @@ def build_model_graph(predictor: Any, sample: Any) -> Any:
 
 
 def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dict[str, dict[int, str]],
-                      tabular: Any = None, *, softmax: bool = True, output: str = OUTPUT) -> Any:
+                      tabular: Any = None, *, softmax: bool = True, output: str = OUTPUT,
+                      features: str | None = None) -> Any:
     """A network as one graph: torch.onnx's dynamo exporter (onnxscript), dynamic batch axis.
 
     Inputs: the column's tensors (`column_inputs`, examples by name: `image`, or `input_ids` and
     `attention_mask`; none for the tabular MLP) with their dynamic axes, then `numeric` /
     `categorical` (only those with columns) when `tabular` (a TabularArrays sample) is given. The
     net is called as net(*columns, numeric, categorical), with (n, 0) tensors for a view without
-    columns. Output `output`: class probabilities (`softmax`) or the raw values.
+    columns. Output `output`: class probabilities (`softmax`) or the raw values. `features`: also
+    output the column encoder's features under that name (a fused net, `net.encoder` then
+    `net.head`: computed once, read by the head and by a GBM beside it).
     """
     import onnx
     import torch
@@ -136,16 +139,22 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
             super().__init__()
             self.net = net
 
-        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        def forward(self, *xs: torch.Tensor) -> Any:
             cols, tab = xs[:n_col], iter(xs[n_col:])
+            feats = None
             if tabular is None:
                 out = self.net(*cols)
             else:
                 n = xs[0].shape[0]
                 x_num = next(tab) if has_num else torch.zeros((n, 0), dtype=torch.float32)
                 x_cat = next(tab) if has_cat else torch.zeros((n, 0), dtype=torch.int64)
-                out = self.net(*cols, x_num, x_cat)
-            return torch.softmax(out, dim=-1) if softmax else out
+                if features is None:
+                    out = self.net(*cols, x_num, x_cat)
+                else:
+                    feats = self.net.encoder(*cols)
+                    out = self.net.head(feats, x_num, x_cat)
+            out = torch.softmax(out, dim=-1) if softmax else out
+            return out if feats is None else (out, feats.float())
 
     names = list(column_inputs)
     example = list(column_inputs.values())
@@ -163,7 +172,8 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            Wrapped().eval(), tuple(example), dynamo=True, input_names=names, output_names=[output],
+            Wrapped().eval(), tuple(example), dynamo=True, input_names=names,
+            output_names=[output] if features is None else [output, features],
             dynamic_shapes=(tuple(specs),),  # forward(*xs): one tuple of specs
             opset_version=OPSET, optimize=True, verbose=False,
         )
@@ -173,17 +183,18 @@ def export_column_net(net: Any, column_inputs: dict[str, Any], dynamic_axes: dic
 
 
 def export_image_net(net: Any, channels: int, size: tuple[int, int], tabular: Any = None, *,
-                     task: str | None = None) -> Any:
+                     task: str | None = None, **names: Any) -> Any:
     """The CNN: input `image` float32 (N, C, H, W) already normalised (+ tabular inputs when fused).
     Output: probabilities (n, k) for a classifier, the standardised value (n, 1) for regression."""
     import torch
 
     image = torch.zeros((2, channels, size[0], size[1]), dtype=torch.float32)
-    return export_column_net(net, {"image": image}, {"image": {0: "batch"}}, tabular, softmax=softmax_for(task))
+    return export_column_net(net, {"image": image}, {"image": {0: "batch"}}, tabular, softmax=softmax_for(task),
+                             **names)
 
 
 def export_text_net(net: Any, ids: np.ndarray, mask: np.ndarray, tabular: Any = None, *,
-                    task: str | None = None) -> Any:
+                    task: str | None = None, **names: Any) -> Any:
     """The text model: `input_ids` and `attention_mask` int64 (N, L), both axes dynamic (+ tabular).
     Output: probabilities (n, k) for a classifier, the standardised value (n, 1) for regression."""
     import torch
@@ -192,7 +203,7 @@ def export_text_net(net: Any, ids: np.ndarray, mask: np.ndarray, tabular: Any = 
     inputs = {"input_ids": torch.from_numpy(np.ascontiguousarray(ids[:2], np.int64)),
               "attention_mask": torch.from_numpy(np.ascontiguousarray(mask[:2], np.int64))}
     return export_column_net(net, inputs, {"input_ids": seq, "attention_mask": seq}, tabular,
-                             softmax=softmax_for(task))
+                             softmax=softmax_for(task), **names)
 
 
 def export_multi_column_net(net: Any, examples: dict[str, dict[str, Any]], sequence: dict[str, str],

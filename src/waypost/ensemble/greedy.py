@@ -64,9 +64,11 @@ def selection(task: Any, scores: dict[str, float], weights: dict[str, float]) ->
 PRESET_PARTS = {
     "fast": ("gbm", "mlp"),
     "medium": ("gbm", "linear", "extra_trees", "mlp"),
-    "best": ("gbm", "other_gbm", "catboost", "linear", "extra_trees", "random_forest", "mlp"),
+    "best": ("gbm", "other_gbm", "catboost", "linear", "extra_trees", "random_forest", "mlp", "entity_gbm"),
 }
-PART_NAMES = ("gbm", "lightgbm", "xgboost", "catboost", "linear", "extra_trees", "random_forest", "mlp")
+#: every tabular part, in training order: cheap parts first, then the MLP, then what reads the MLP
+PART_NAMES = ("gbm", "lightgbm", "xgboost", "catboost", "linear", "extra_trees", "random_forest", "mlp",
+              "entity_gbm")
 
 
 @register(

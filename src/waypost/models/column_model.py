@@ -100,20 +100,31 @@ class ColumnModel:
         return np.ascontiguousarray(y, dtype=self.task_.target_dtype())
 
     @torch.inference_mode()
-    def predict_raw(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
+    def _batched(self, inputs: Any, step: Any, batch_size: int) -> np.ndarray:
+        """`step(column tensors, tabular tensors)` over batches of `inputs`, concatenated (float64)."""
         if not hasattr(self, "net_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
         arrays, tabular = unpack(inputs)
         tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays) + tabular_tensors(tabular)
         n_col = len(arrays)
-        softmax = self.task_.output_activation() == "softmax"
         self.net_.eval()
-        out = []
-        for i in range(0, len(arrays[0]), batch_size):
-            chunk = [t[i:i + batch_size] for t in tensors]
-            raw = self.net_(*self._prepare(tuple(chunk[:n_col])), *chunk[n_col:]).float()
-            out.append(torch.softmax(raw, dim=1) if softmax else raw[:, 0])
+        out = [step(self._prepare(tuple(chunk[:n_col])), chunk[n_col:])
+               for chunk in ([t[i:i + batch_size] for t in tensors] for i in range(0, len(arrays[0]), batch_size))]
         return torch.cat(out).double().numpy()
+
+    def predict_raw(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
+        softmax = self.task_.output_activation() == "softmax"
+
+        def step(columns: tuple[torch.Tensor, ...], tabular: list[torch.Tensor]) -> torch.Tensor:
+            raw = self.net_(*columns, *tabular).float()
+            return torch.softmax(raw, dim=1) if softmax else raw[:, 0]
+
+        return self._batched(inputs, step, batch_size)
+
+    def features(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
+        """The column encoder's features (n, encoder width): what the fusion head reads, and what a
+        GBM beside the network takes as the column's embedding (`waypost.models.column_gbm`)."""
+        return self._batched(inputs, lambda columns, tabular: self.net_.encoder(*columns).float(), batch_size)
 
     def save(self, directory: Path) -> dict[str, Any]:
         from safetensors.torch import save_file

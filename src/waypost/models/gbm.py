@@ -41,6 +41,11 @@ def curve_logged(tracker: Any) -> bool:
     return "gbm_val_loss" in getattr(tracker, "continued_metrics", ())
 
 
+def safe_names(names: list[str]) -> list[str]:
+    """LightGBM rejects some characters in feature names; positions are what matter."""
+    return [f"f{i}_{''.join(c if c.isalnum() else '_' for c in n)}" for i, n in enumerate(names)]
+
+
 SMALL_TABLE_ROWS = 20_000
 
 
@@ -192,9 +197,7 @@ class GBMModel:
         self.eval_history_ = list(next(iter(results.values()), []))[: self.best_iteration_]
 
     def _names(self, X: np.ndarray) -> list[str]:
-        names = self.feature_names or [f"f{i}" for i in range(X.shape[1])]
-        # LightGBM rejects some characters in feature names; positions are what matter.
-        return [f"f{i}_{''.join(c if c.isalnum() else '_' for c in n)}" for i, n in enumerate(names)]
+        return safe_names(self.feature_names or [f"f{i}" for i in range(X.shape[1])])
 
     def _feature_types(self, n: int) -> list[str]:
         return ["c" if i in set(self.categorical) else "q" for i in range(n)]

@@ -106,11 +106,12 @@ class ImageModel(ColumnModel):
         self._train(train, valid, plan, tracker=tracker, verbose=verbose, time_limit=time_limit)
         return self
 
-    def to_onnx(self, inputs: Any) -> Any:
-        """One graph: input `image` float32 (N, C, H, W) normalised (+ `numeric`/`categorical` when fused)."""
+    def to_onnx(self, inputs: Any, **names: Any) -> Any:
+        """One graph: input `image` float32 (N, C, H, W) normalised (+ `numeric`/`categorical` when fused);
+        `names`: the output's name, and `features` to output the encoder's features too."""
         from waypost.deploy.onnx_graph import export_image_net
 
-        return export_image_net(self.net_, self.in_chans, self.image_size, inputs.tabular, task=self.task)
+        return export_image_net(self.net_, self.in_chans, self.image_size, inputs.tabular, task=self.task, **names)
 
     def _entry(self) -> dict[str, Any]:
         return {"in_chans": self.in_chans, "image_size": list(self.image_size), "mean": self.mean_, "std": self.std_}

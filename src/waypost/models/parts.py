@@ -45,6 +45,8 @@ PART_CLASSES = {
     "linear": "waypost.models.linear:LinearModel",
     "forest": "waypost.models.forest:ForestModel",
     "catboost": "waypost.models.catboost_part:CatBoostModel",
+    "entity_gbm": "waypost.models.entity_gbm:EntityGBM",
+    "column_gbm": "waypost.models.column_gbm:ColumnGBM",
 }
 
 

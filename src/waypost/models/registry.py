@@ -17,7 +17,7 @@ from waypost.plan import Decision
 
 # Modules whose import registers entries. Imported on first registry use, not at package import.
 _MODULES = ("waypost.models.tabular_mlp", "waypost.models.gbm", "waypost.models.linear", "waypost.models.forest",
-            "waypost.models.catboost_part",
+            "waypost.models.catboost_part", "waypost.models.entity_gbm", "waypost.models.column_gbm",
             "waypost.ensemble.greedy",
             "waypost.models.small_cnn", "waypost.models.image_cnn", "waypost.models.text_encoder", "waypost.models.multi_column")
 

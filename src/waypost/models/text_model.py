@@ -134,11 +134,12 @@ class TextModel(ColumnModel):
         out = super().predict_raw(ColumnInputs(tuple(a[order] for a in arrays), sorted_tab), batch_size)
         return out[inverse]
 
-    def to_onnx(self, inputs: Any) -> Any:
-        """One graph: `input_ids` / `attention_mask` int64 with dynamic batch and sequence axes (+ tabular)."""
+    def to_onnx(self, inputs: Any, **names: Any) -> Any:
+        """One graph: `input_ids` / `attention_mask` int64 with dynamic batch and sequence axes (+ tabular);
+        `names`: the output's name, and `features` to output the encoder's features too."""
         from waypost.deploy.onnx_graph import export_text_net
 
-        return export_text_net(self.net_, *inputs.arrays, inputs.tabular, task=self.task)
+        return export_text_net(self.net_, *inputs.arrays, inputs.tabular, task=self.task, **names)
 
     def _entry(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"vocab_size": self.vocab_size, "max_length": self.max_length,

@@ -27,13 +27,16 @@ class Candidate:
 
 
 #: the part each single-model tabular architecture trains (`blend` names its parts: its factory)
-TABULAR_PARTS = {"lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",), "linear": ("linear",),
+TABULAR_PARTS = {"entity_gbm": ("mlp", "entity_gbm"), "lightgbm": ("gbm",), "xgboost": ("gbm",), "mlp": ("mlp",), "linear": ("linear",),
                  "catboost": ("catboost",), "extra_trees": ("extra_trees",), "random_forest": ("random_forest",)}
 #: per tabular part: the share of the time left it may use when others train too (the session's
 #: `part(share=...)`; the MLP, trained last, takes what is left) and the seconds below which it is
 #: skipped once another part has trained
 _BUDGET = {"gbm": (0.5, 0.0), "lightgbm": (0.5, 0.0), "xgboost": (0.5, 0.0), "catboost": (0.4, 2.0),
-           "linear": (0.1, 1.0), "extra_trees": (0.2, 2.0), "random_forest": (0.2, 2.0), "mlp": (1.0, 1.0)}
+           "linear": (0.1, 1.0), "extra_trees": (0.2, 2.0), "random_forest": (0.2, 2.0), "mlp": (1.0, 1.0),
+           "entity_gbm": (1.0, 1.0)}
+#: the MLP's share when the entity-embedding GBM still has to train after it
+MLP_SHARE_BEFORE_ENTITY = 0.7
 
 
 def _registry_name(name: str, cfg: Any) -> str:
@@ -63,9 +66,10 @@ def tabular_part_names(cfg: Any) -> tuple[str, ...]:
 
 def _part_kwargs(name: str, cfg: Any, tab: Any, n_folds: int) -> dict[str, Any]:
     """What the part's registry factory takes beyond the task: the views it reads and its settings."""
-    if name in ("gbm", "lightgbm", "xgboost"):
+    if name in ("gbm", "lightgbm", "xgboost", "entity_gbm"):
+        library = {"library": cfg.model.gbm.library} if name == "entity_gbm" else {}
         return {"gbm": cfg.model.gbm, "feature_names": tab.gbm_names_, "categorical": tab.gbm_categorical_,
-                "seed": cfg.training.seed}
+                "seed": cfg.training.seed, **library}
     if name == "mlp":
         return {"cardinalities": tab.category_cardinalities_, "mlp": cfg.model.mlp, "training": cfg.training}
     if name == "linear":
@@ -81,7 +85,7 @@ def _tabular_candidates(cfg: Any, task: Any, n_classes: int, tab: Any, plan: lis
                         n_folds: int = 0) -> list[Candidate]:
     from waypost.models.registry import get
 
-    names = tabular_part_names(cfg)
+    names = _entity_check(tabular_part_names(cfg), tab, plan)
     if len(names) > 1:
         why = "model.parts in the config" if cfg.model.parts != "auto" else f"preset {cfg.preset}"
         plan.append(Decision("architecture", "ensemble parts", ", ".join(names),
@@ -92,9 +96,66 @@ def _tabular_candidates(cfg: Any, task: Any, n_classes: int, tab: Any, plan: lis
         part = get(_registry_name(name, cfg)).factory(task=task.name, n_classes=n_classes,
                                                       **_part_kwargs(name, cfg, tab, n_folds))
         share, min_seconds = _BUDGET[name]
+        if name == "mlp" and "entity_gbm" in names:
+            share = MLP_SHARE_BEFORE_ENTITY
         describe = (lambda p: _network_notes("mlp", p, cfg)) if name == "mlp" else _NOTES[type(part).kind]
         out.append(Candidate(name, part, share if len(names) > 1 else 1.0, describe, min_seconds=min_seconds))
     return out
+
+
+#: a column network's share of the time when the GBM on its embeddings still has to train after it
+COLUMN_NET_SHARE = 0.85
+
+
+def _column_gbm(cfg: Any, task: Any, n_classes: int, frame: Any, family: str, column: str,
+                plan: list[Decision] | None) -> list[Candidate]:
+    """The GBM on the tabular columns + the network's embedding of `column` (`model.column_gbm`: auto
+    = preset best), when the table has tabular columns to give it."""
+    asked = cfg.model.column_gbm
+    if frame.tabular is None or asked is False or (asked == "auto" and cfg.preset != "best"):
+        return []
+    from waypost.models.registry import get
+
+    entry = get("column_gbm")
+    if not entry.available():
+        return []
+    tab = frame.tabular
+    part = entry.factory(uses=family, column=column, task=task.name, n_classes=n_classes,
+                         library=cfg.model.gbm.library, gbm=cfg.model.gbm, feature_names=tab.gbm_names_,
+                         categorical=tab.gbm_categorical_, seed=cfg.training.seed)
+    if plan is not None:
+        why = "model.column_gbm: true" if asked is True else "preset best"
+        plan.append(Decision("architecture", "column_gbm", cfg.model.gbm.library, f"{why}; {entry.reason}"))
+    return [Candidate("column_gbm", part, 1.0, _column_gbm_notes, min_seconds=1.0)]
+
+
+def _column_gbm_notes(part: Any) -> list[Decision]:
+    notes = [Decision("training", "column_gbm", f"{part.library}, {part.best_iteration_} rounds",
+                      f"the GBM view + {len(part.pca_components_)} principal components of the {part.uses} network's "
+                      f"'{part.column}' features ({part.explained_:.0%} of their variance, PCA fitted on the training "
+                      "rows); early stopping on validation")]
+    if part.time_note_:
+        notes.append(Decision("training", "column_gbm", "cut by time_limit", part.time_note_))
+    return notes
+
+
+def _entity_check(names: tuple[str, ...], tab: Any, plan: list[Decision]) -> tuple[str, ...]:
+    """`entity_gbm` reads the MLP's embeddings of category columns with more than two levels: a
+    ConfigError when the MLP is not listed, left out (with a plan note) when no column qualifies."""
+    if "entity_gbm" not in names:
+        return names
+    if "mlp" not in names:
+        from waypost.errors import ConfigError
+
+        raise ConfigError("model.parts: entity_gbm reads the MLP's category embeddings; list 'mlp' too")
+    from waypost.models.entity_gbm import MIN_ROWS, useful_columns
+
+    if useful_columns(tab.category_cardinalities_):
+        return names
+    plan.append(Decision("architecture", "entity_gbm", "left out",
+                         f"no category column with more than {MIN_ROWS - 2} levels: an embedding of a binary code "
+                         "adds nothing a tree cannot split on the code itself"))
+    return tuple(n for n in names if n != "entity_gbm")
 
 
 def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: int = 0,
@@ -119,6 +180,7 @@ def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: in
         name = encoded[0]
         kind = get_kind(cfg.features[name].type)
         part = kind.build_part(cfg, frame.columns[name], arch=arch, class_names=list(class_names or []), **common)
+        hybrid = _column_gbm(cfg, task, n_classes, frame, kind.name, name, plan)
         fusion = []
         if tabular is not None:
             n_tab = len(cfg.features) - 1
@@ -127,7 +189,9 @@ def candidates(cfg: Any, task: Any, n_classes: int, frame: Any, *, n_numeric: in
                 f"{kind.name} column '{name}' beside {n_tab} tabular column(s): the encoder's features and the MLP "
                 f"encoder's (hidden {cfg.model.mlp.hidden}) are concatenated into a {cfg.model.fusion_hidden}-unit "
                 "combiner, one network trained end to end"))
-        return [Candidate(kind.name, part, 1.0, lambda p: fusion + _network_notes(kind.name, p, cfg))]
+        network = Candidate(kind.name, part, COLUMN_NET_SHARE if hybrid else 1.0,
+                            lambda p: fusion + _network_notes(kind.name, p, cfg))
+        return [network, *hybrid]
     columns = {n: get_kind(cfg.features[n].type).column_spec(cfg, frame.columns[n], cfg.features[n].encoder)
                for n in encoded}
     # "auto" resolves inside the model by the rule the plan quoted (`models.fusion.choose_combiner`)
@@ -160,6 +224,16 @@ def _catboost_notes(part: Any) -> list[Decision]:
     return notes
 
 
+def _entity_notes(part: Any) -> list[Decision]:
+    widths = ", ".join(str(t.shape[1]) for t in part.tables_)
+    notes = [Decision("training", "entity_gbm", f"{part.library}, {part.best_iteration_} rounds",
+                      f"the GBM view + {part.n_embedded} embedding features ({len(part.tables_)} category column(s), "
+                      f"widths {widths}) from the MLP trained on the same rows; early stopping on validation")]
+    if part.time_note_:
+        notes.append(Decision("training", "entity_gbm", "cut by time_limit", part.time_note_))
+    return notes
+
+
 def _forest_notes(part: Any) -> list[Decision]:
     return [Decision("training", part.variant, f"{part.n_trees} trees",
                      f"at most {part.max_leaves} leaves each ({part.n_nodes_} nodes in all), {part.seconds_:.1f}s")]
@@ -167,7 +241,8 @@ def _forest_notes(part: Any) -> list[Decision]:
 
 #: part kind -> the plan entries it adds once trained (the MLP's need the config: `_network_notes`)
 _NOTES: dict[str, Callable[[Any], list[Decision]]] = {
-    "gbm": _gbm_notes, "linear": _linear_notes, "catboost": _catboost_notes, "forest": _forest_notes}
+    "gbm": _gbm_notes, "linear": _linear_notes, "catboost": _catboost_notes, "forest": _forest_notes,
+    "entity_gbm": _entity_notes}
 
 
 def _network_notes(name: str, part: Any, cfg: Any) -> list[Decision]:

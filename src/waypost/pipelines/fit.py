@@ -138,7 +138,7 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
                 splits = holdout_split(x_train, y_train, x_valid, y_valid)
             trained = train_parts(ctx, callbacks, task, make, splits, y_valid)
             parts, raws, scores = trained.parts, trained.raws, trained.scores
-            (network_part,) = parts.values() if frame.columns else (None,)
+            network_part = next((p for p in parts.values() if hasattr(p, "fit_")), None)  # the column network
             for name, pre in frame.columns.items():
                 get_kind(pre.kind).after_fit(pre, network_part, name)
 
@@ -167,7 +167,7 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             network = next((p for p in parts.values() if hasattr(p, "fit_")), None)
             model = FittedModel(
                 config=cfg, task=task.name, target=cfg.target, features={n: f.type for n, f in cfg.features.items()},
-                preprocessor=frame, target_encoder=encoder, parts={n: parts[n] for n in weights}, weights=weights,
+                preprocessor=frame, target_encoder=encoder, parts=_kept_parts(parts, weights), weights=weights,
                 selected=selected, plan=plan, validation_metrics=task.metrics(y_valid, valid_raw, encoder),
                 validation_scores=scores, history=network.fit_.history if network is not None else {},
                 lineage=lineage)
@@ -213,6 +213,17 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
         train_df = train_df.iloc[kept_tr]
         valid_df = valid_df.iloc[kept_va] if valid_df is not None else None
     return frame, train_df, valid_df, x_train, x_valid
+
+
+def _kept_parts(parts: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
+    """The weighted parts, plus any part one of them reads at predict time (its `reads`: the column
+    GBM computes its features with the network, which stays in the model even at weight 0)."""
+    names = list(weights)
+    for name in weights:
+        source = getattr(parts[name], "reads", None)
+        if source and source not in names:
+            names.append(source)
+    return {n: parts[n] for n in names}
 
 
 def _digest_frame(df: Any, cfg: WaypostConfig) -> Any:

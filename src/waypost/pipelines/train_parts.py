@@ -93,11 +93,18 @@ def train_parts(ctx: Any, callbacks: Any, task: Any, make: Any, splits: list[Spl
     One split: the holdout, parts named by their family. Several: the folds, parts named
     `family.i`; each fold's outputs fill its held-out rows, so the family is scored on every row of
     `y_scored`. A family that runs out of time between folds is dropped whole (its out-of-fold
-    outputs would be incomplete); the first family always finishes."""
+    outputs would be incomplete); the first family always finishes. A part whose class names
+    another family in `uses` gets that family's fitted part of the same split through
+    `attach(...)` before it trains (the entity-embedding GBM reads the MLP's), and is skipped when
+    that family did not train."""
     k = len(splits)
     out = TrainedParts()
     per_split = [make(i) for i in range(k)]
     for c, first in enumerate(per_split[0]):
+        uses = getattr(first.part, "uses", None)
+        if uses is not None and uses not in out.members:
+            ctx.plan.append(Decision("training", first.name, "skipped", f"it reads the {uses} part, which did not train"))
+            continue
         if _skip(ctx, first, list(out.members)):
             continue
         start_left = _seconds_left(ctx.session, first.name)
@@ -108,6 +115,8 @@ def train_parts(ctx: Any, callbacks: Any, task: Any, make: Any, splits: list[Spl
                 break
             cand = per_split[i][c]
             name = cand.name if k == 1 else f"{cand.name}.{i}"
+            if uses is not None:
+                cand.part.attach(out.parts[out.members[uses][i]])
             share = cand.share if k == 1 else _fold_share(cand.share, start_left,
                                                           _seconds_left(ctx.session, first.name), k - i)
             _train(ctx, callbacks, cand, name, share, split)
