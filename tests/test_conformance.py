@@ -165,5 +165,5 @@ def test_every_part_kind_has_a_suite() -> None:
     covered.add(suite_of_multi_column.kind)  # tests/test_multi_column.py is its suite
     from test_column_gbm import ColumnGBM as suite_of_column_gbm
 
-    covered.add(suite_of_column_gbm.kind)  # tests/test_column_gbm.py: fit, save/load, bundle, both kinds
+    covered.add(suite_of_column_gbm.kind)  # tests/test_column_gbm.py runs the same contract with a network attached
     assert set(PART_CLASSES) <= covered, set(PART_CLASSES) - covered

@@ -60,10 +60,25 @@ def test_a_bagged_fit_keeps_the_part_its_plan_and_an_equal_bundle(tmp_path):
     kept; tests/test_tabular_parts.py merges this part's graph with every other's)."""
     import waypost.runtime as rt
 
+    from waypost.pipelines.callbacks import FitCallback
+
+    class KeepParts(FitCallback):  # every fold model, those the ensemble weighs 0 too
+        def __init__(self) -> None:
+            self.parts = {}
+
+        def on_part_start(self, ctx, name, part) -> None:
+            self.parts[name] = part
+
+    kept = KeepParts()
     train, test = split(load_dataset("penguins"), "species", test_size=0.3, seed=0)
-    p = Predictor(target="species", track=False, verbose=False, preset="best",
+    p = Predictor(target="species", track=False, verbose=False, preset="best", callbacks=[kept],
                   config={"model": {"parts": ["gbm", "mlp", "entity_gbm"]},
                           "training": {"bagging": 3, "max_epochs": 30}}).fit(train)
+    for i in range(3):  # fold i's tables are fold i's MLP's, and no other fold's
+        entity, mlps = kept.parts[f"entity_gbm.{i}"], [kept.parts[f"mlp.{j}"] for j in range(3)]
+        (column,) = entity.columns_
+        same = [np.array_equal(entity.tables_[0], m.net_.embeddings[column].weight.detach().numpy()) for m in mlps]
+        assert same == [j == i for j in range(3)], same
     note = next(d for d in p.plan_ if d.subject == "entity_gbm")
     assert "embedding features" in note.reason and "same rows" in note.reason
     assert "entity_gbm" in p.validation_scores_

@@ -240,6 +240,27 @@ def tree_model(nodes: list[Any], n_features: int, width: Any, output: str, opset
                                                    helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
 
 
+def with_features_in_front(trees: Any, nodes: list[Any], initializers: list[Any], inputs: list[Any],
+                           joined: str) -> Any:
+    """A copy of a tree graph (input `gbm`) whose trees read `joined` instead, an edge that `nodes`
+    compute from the new graph `inputs` (a GBM view widened by embedding features)."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(trees)
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = [joined if name == "gbm" else name for name in node.input]
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(list(nodes) + old)
+    graph.initializer.extend(initializers)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    return model
+
+
 def reference_predictions(part: Any, x: np.ndarray) -> np.ndarray:
     """What the in-memory GBM predicts on the GBM view (for parity checks)."""
     from waypost.data.preprocess import TabularArrays

@@ -71,21 +71,7 @@ def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
         for op in prefixed.opset_import:
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
 
-    terms = []
-    for name in parts:
-        w = float(weights.get(name, 0.0))
-        const = f"blend/w_{name}"
-        nodes.append(helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
-                                      name=f"blend/const_{name}"))
-        # explicit fp32 boundary: a no-op in fp32 graphs, the cast back from an fp16 MLP otherwise
-        nodes.append(helper.make_node("Cast", [outputs[name]], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
-                                      name=f"blend/cast_{name}"))
-        nodes.append(helper.make_node("Mul", [f"blend/{name}_f32", const], [f"blend/{name}"], name=f"blend/mul_{name}"))
-        terms.append(f"blend/{name}")
-    if len(terms) == 1:
-        nodes.append(helper.make_node("Identity", terms, [OUTPUT], name="blend/out"))
-    else:
-        nodes.append(helper.make_node("Sum", terms, [OUTPUT], name="blend/out"))
+    nodes += blend_nodes(outputs, weights)
     order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
     width = _output_width(graphs[0])
     graph = helper.make_graph(
@@ -99,6 +85,26 @@ def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
     merged.producer_name = "waypost"
     onnx.checker.check_model(merged)
     return merged
+
+
+def blend_nodes(outputs: dict[str, str], weights: dict[str, float]) -> list[Any]:
+    """Nodes writing `output`, the weighted sum of each part's output edge (`outputs`: part name ->
+    edge; weights by part name, a missing one is 0)."""
+    from onnx import TensorProto, helper
+
+    nodes, terms = [], []
+    for name, edge in outputs.items():
+        w = float(weights.get(name, 0.0))
+        const = f"blend/w_{name}"
+        nodes.append(helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
+                                      name=f"blend/const_{name}"))
+        # explicit fp32 boundary: a no-op in fp32 graphs, the cast back from an fp16 MLP otherwise
+        nodes.append(helper.make_node("Cast", [edge], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
+                                      name=f"blend/cast_{name}"))
+        nodes.append(helper.make_node("Mul", [f"blend/{name}_f32", const], [f"blend/{name}"], name=f"blend/mul_{name}"))
+        terms.append(f"blend/{name}")
+    nodes.append(helper.make_node("Identity" if len(terms) == 1 else "Sum", terms, [OUTPUT], name="blend/out"))
+    return nodes
 
 
 def _output_width(model: Any) -> Any:

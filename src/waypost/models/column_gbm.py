@@ -52,10 +52,13 @@ class ColumnGBM(GBMModel):
         self.network_ = network
         return self
 
-    def _augment(self, inputs: Any) -> TabularArrays:
+    def _augment(self, inputs: Any, features: np.ndarray | None = None) -> TabularArrays:
+        """The GBM view widened by the principal components of the network's features (`features`:
+        already computed for these rows)."""
         if not hasattr(self, "network_"):
             raise NotFittedError("ColumnGBM has no network: attach() the fitted column network, then fit()")
-        z = (self.network_.features(inputs) - self.pca_mean_) @ self.pca_components_.T
+        features = self.network_.features(inputs) if features is None else features
+        z = (features - self.pca_mean_) @ self.pca_components_.T
         tab = inputs.tabular
         return TabularArrays(tab.numeric, tab.categorical,
                              np.column_stack([tab.gbm.astype(np.float32), z.astype(np.float32)]))
@@ -76,7 +79,7 @@ class ColumnGBM(GBMModel):
         self.pca_mean_ = pca.mean_.astype(np.float32)
         self.pca_components_ = pca.components_.astype(np.float32)
         self.explained_ = float(pca.explained_variance_ratio_.sum())
-        super().fit(self._augment(train), y_train, self._augment(valid), y_valid, **kwargs)
+        super().fit(self._augment(train, feats), y_train, self._augment(valid), y_valid, **kwargs)
         return self
 
     def predict_raw(self, inputs: Any) -> np.ndarray:
@@ -86,36 +89,23 @@ class ColumnGBM(GBMModel):
 
     def to_onnx(self, sample: Any) -> Any:
         """The PCA and the trees: inputs `column_features` (the network graph's second output) and
-        `gbm`, output `column_gbm_out`. `hybrid_graph` joins it to the network's graph."""
-        import onnx
+        `gbm`, output the trees' (`gbm_out`). `hybrid_graph` joins it to the network's graph."""
         from onnx import TensorProto, helper, numpy_helper
 
-        from waypost.deploy.gbm_onnx import gbm_model
+        from waypost.deploy.gbm_onnx import gbm_model, with_features_in_front
         from waypost.deploy.onnx_graph import OPSET
 
         n_base, n_pc = sample.tabular.gbm.shape[1], len(self.pca_components_)
-        model = gbm_model(self, n_base + n_pc, OPSET)
-        graph = model.graph
         joined = "column_gbm/x"
-        for node in graph.node:
-            node.input[:] = [joined if name == "gbm" else name for name in node.input]
-        graph.initializer.extend([numpy_helper.from_array(self.pca_mean_, "column_gbm/pca_mean"),
-                                  numpy_helper.from_array(np.ascontiguousarray(self.pca_components_.T), "column_gbm/pca")])
-        pre = [helper.make_node("Sub", [FEATURES, "column_gbm/pca_mean"], ["column_gbm/centred"], name="column_gbm/sub"),
-               helper.make_node("MatMul", ["column_gbm/centred", "column_gbm/pca"], ["column_gbm/pcs"], name="column_gbm/pca"),
-               helper.make_node("Concat", ["gbm", "column_gbm/pcs"], [joined], axis=1, name="column_gbm/concat")]
-        old = list(graph.node)
-        del graph.node[:]
-        graph.node.extend(pre + old)
-        width = len(self.pca_mean_)
-        del graph.input[:]
-        graph.input.extend([helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["batch", width]),
-                            helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_base])])
-        graph.output[0].name = "column_gbm_out"
-        for node in graph.node:
-            node.output[:] = ["column_gbm_out" if name == old[-1].output[0] else name for name in node.output]
-        onnx.checker.check_model(model)
-        return model
+        inits = [numpy_helper.from_array(self.pca_mean_, "column_gbm/pca_mean"),
+                 numpy_helper.from_array(np.ascontiguousarray(self.pca_components_.T), "column_gbm/pca")]
+        nodes = [helper.make_node("Sub", [FEATURES, "column_gbm/pca_mean"], ["column_gbm/centred"], name="column_gbm/sub"),
+                 helper.make_node("MatMul", ["column_gbm/centred", "column_gbm/pca"], ["column_gbm/pcs"],
+                                  name="column_gbm/pca"),
+                 helper.make_node("Concat", ["gbm", "column_gbm/pcs"], [joined], axis=1, name="column_gbm/concat")]
+        inputs = [helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["batch", len(self.pca_mean_)]),
+                  helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_base])]
+        return with_features_in_front(gbm_model(self, n_base + n_pc, OPSET), nodes, inits, inputs, joined)
 
     def save(self, directory: Path) -> dict[str, Any]:
         from safetensors.numpy import save_file
@@ -147,15 +137,17 @@ class ColumnGBM(GBMModel):
 def hybrid_graph(network: Any, column_gbm: Any, weights: dict[str, float], names: dict[str, str],
                  sample: Any) -> Any:
     """One graph for a column network and the GBM on its features: the network exported with its
-    features as a second output, the GBM's PCA and trees reading it, and the weighted sum as
-    `output`. `names`: part name of each ({"network": ..., "gbm": ...}) for the weights."""
+    features as a second output, the GBM's PCA and trees reading it, and the ensemble's weighted sum
+    (`deploy.onnx_graph.blend_nodes`) as `output`. `names`: the part name of each
+    ({"network": ..., "gbm": ...}), for the weights."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, compose, helper
 
-    from waypost.deploy.onnx_graph import OUTPUT
+    from waypost.deploy.onnx_graph import OUTPUT, blend_nodes
 
     net = network.to_onnx(sample, output="network_out", features=FEATURES)
-    trees = _prefixed(column_gbm.to_onnx(sample), "column_gbm/", keep={FEATURES, "gbm", "column_gbm_out"})
+    # every name of the trees' graph prefixed but its inputs (the features edge and the GBM view)
+    trees = compose.add_prefix(column_gbm.to_onnx(sample), "column_gbm/", rename_inputs=False)
     merged = onnx.ModelProto()
     merged.CopyFrom(net)
     graph = merged.graph
@@ -163,42 +155,14 @@ def hybrid_graph(network: Any, column_gbm: Any, weights: dict[str, float], names
     graph.input.extend([i for i in trees.graph.input if i.name not in have])
     graph.node.extend(trees.graph.node)
     graph.initializer.extend(trees.graph.initializer)
-    domains = {o.domain: o.version for o in merged.opset_import}
-    for op in trees.opset_import:
-        if op.domain not in domains:
-            merged.opset_import.append(op)
-    terms = []
-    for edge, key in (("network_out", names["network"]), ("column_gbm_out", names["gbm"])):
-        w = float(weights.get(key, 0.0))
-        const = f"blend/w_{key}"
-        graph.node.extend([
-            helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
-                             name=f"blend/const_{key}"),
-            helper.make_node("Cast", [edge], [f"blend/{key}_f32"], to=TensorProto.FLOAT, name=f"blend/cast_{key}"),
-            helper.make_node("Mul", [f"blend/{key}_f32", const], [f"blend/{key}"], name=f"blend/mul_{key}")])
-        terms.append(f"blend/{key}")
-    graph.node.append(helper.make_node("Sum", terms, [OUTPUT], name="blend/out"))
+    domains = {o.domain for o in merged.opset_import}
+    merged.opset_import.extend([op for op in trees.opset_import if op.domain not in domains])
+    graph.node.extend(blend_nodes({names["network"]: "network_out", names["gbm"]: trees.graph.output[0].name}, weights))
     width = net.graph.output[0].type.tensor_type.shape.dim[-1]
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", width.dim_value or "k"]))
     onnx.checker.check_model(merged)
     return merged
-
-
-def _prefixed(model: Any, prefix: str, keep: set[str]) -> Any:
-    """Every edge, initializer and node name of `model` but those in `keep` (the names it shares with
-    the graph it joins) prefixed, so nothing collides with the network's own names."""
-    def name(n: str) -> str:
-        return n if not n or n in keep or n.startswith(prefix) else prefix + n
-
-    graph = model.graph
-    for node in graph.node:
-        node.input[:] = [name(n) for n in node.input]
-        node.output[:] = [name(n) for n in node.output]
-        node.name = name(node.name)
-    for init in graph.initializer:
-        init.name = name(init.name)
-    return model
 
 
 @register(

@@ -122,33 +122,24 @@ def with_embedded_categories(trees: Any, tables: list[np.ndarray], columns: list
     """A tree graph that reads `gbm` (n, n_base + embedded) turned into one reading `gbm` (n, n_base)
     and `categorical` (n, n_columns): column `columns[i]`'s code picks its row of `tables[i]`
     (`Gather`), and the rows are concatenated after the GBM view, as `EntityGBM._augment` does."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = onnx.ModelProto()
-    model.CopyFrom(trees)
-    graph = model.graph
+    from waypost.deploy.gbm_onnx import with_features_in_front
+
     joined = "entity/gbm"
-    for node in graph.node:
-        node.input[:] = [joined if name == "gbm" else name for name in node.input]
-    nodes, concat = [], ["gbm"]
+    nodes, inits, concat = [], [], ["gbm"]
     for i, (column, table) in enumerate(zip(columns, tables)):
-        graph.initializer.append(numpy_helper.from_array(table.astype(np.float32), f"entity/table_{i}"))
-        graph.initializer.append(numpy_helper.from_array(np.array(column, dtype=np.int64), f"entity/col_{i}"))
+        inits.append(numpy_helper.from_array(table.astype(np.float32), f"entity/table_{i}"))
+        inits.append(numpy_helper.from_array(np.array(column, dtype=np.int64), f"entity/col_{i}"))
         nodes.append(helper.make_node("Gather", ["categorical", f"entity/col_{i}"], [f"entity/code_{i}"], axis=1,
                                       name=f"entity/code_{i}"))
         nodes.append(helper.make_node("Gather", [f"entity/table_{i}", f"entity/code_{i}"], [f"entity/emb_{i}"],
                                       axis=0, name=f"entity/emb_{i}"))
         concat.append(f"entity/emb_{i}")
     nodes.append(helper.make_node("Concat", concat, [joined], axis=1, name="entity/concat"))
-    old = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes + old)
-    del graph.input[:]
-    graph.input.extend([helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_base]),
-                        helper.make_tensor_value_info("categorical", TensorProto.INT64, ["batch", n_columns])])
-    onnx.checker.check_model(model)
-    return model
+    inputs = [helper.make_tensor_value_info("gbm", TensorProto.FLOAT, ["batch", n_base]),
+              helper.make_tensor_value_info("categorical", TensorProto.INT64, ["batch", n_columns])]
+    return with_features_in_front(trees, nodes, inits, inputs, joined)
 
 
 @register(

@@ -64,12 +64,18 @@ def tabular_part_names(cfg: Any) -> tuple[str, ...]:
     return tuple(sorted(names, key=PART_NAMES.index))
 
 
+def _gbm_kwargs(cfg: Any, tab: Any) -> dict[str, Any]:
+    """What a GBM part reads: model.gbm and the GBM view's names and categorical columns."""
+    return {"gbm": cfg.model.gbm, "feature_names": tab.gbm_names_, "categorical": tab.gbm_categorical_,
+            "seed": cfg.training.seed}
+
+
 def _part_kwargs(name: str, cfg: Any, tab: Any, n_folds: int) -> dict[str, Any]:
     """What the part's registry factory takes beyond the task: the views it reads and its settings."""
-    if name in ("gbm", "lightgbm", "xgboost", "entity_gbm"):
-        library = {"library": cfg.model.gbm.library} if name == "entity_gbm" else {}
-        return {"gbm": cfg.model.gbm, "feature_names": tab.gbm_names_, "categorical": tab.gbm_categorical_,
-                "seed": cfg.training.seed, **library}
+    if name in ("gbm", "lightgbm", "xgboost"):
+        return _gbm_kwargs(cfg, tab)
+    if name == "entity_gbm":  # a GBM subclass: the library is model.gbm's, not a registry name's
+        return {**_gbm_kwargs(cfg, tab), "library": cfg.model.gbm.library}
     if name == "mlp":
         return {"cardinalities": tab.category_cardinalities_, "mlp": cfg.model.mlp, "training": cfg.training}
     if name == "linear":
@@ -119,10 +125,8 @@ def _column_gbm(cfg: Any, task: Any, n_classes: int, frame: Any, family: str, co
     entry = get("column_gbm")
     if not entry.available():
         return []
-    tab = frame.tabular
     part = entry.factory(uses=family, column=column, task=task.name, n_classes=n_classes,
-                         library=cfg.model.gbm.library, gbm=cfg.model.gbm, feature_names=tab.gbm_names_,
-                         categorical=tab.gbm_categorical_, seed=cfg.training.seed)
+                         library=cfg.model.gbm.library, **_gbm_kwargs(cfg, frame.tabular))
     if plan is not None:
         why = "model.column_gbm: true" if asked is True else "preset best"
         plan.append(Decision("architecture", "column_gbm", cfg.model.gbm.library, f"{why}; {entry.reason}"))

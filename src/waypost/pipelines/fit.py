@@ -138,9 +138,9 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
                 splits = holdout_split(x_train, y_train, x_valid, y_valid)
             trained = train_parts(ctx, callbacks, task, make, splits, y_valid)
             parts, raws, scores = trained.parts, trained.raws, trained.scores
-            network_part = next((p for p in parts.values() if hasattr(p, "fit_")), None)  # the column network
+            network = next((p for p in parts.values() if hasattr(p, "fit_")), None)  # the trained network, if any
             for name, pre in frame.columns.items():
-                get_kind(pre.kind).after_fit(pre, network_part, name)
+                get_kind(pre.kind).after_fit(pre, network, name)
 
             # ---- ensemble / select ------------------------------------------------------------------
             from waypost.ensemble.greedy import combine, fit_weights, selection
@@ -164,7 +164,6 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             source = train_data if isinstance(train_data, (str, Path)) else None
             lineage = {**collect_lineage(_digest_frame(full_train, cfg), source), "mlflow_run_id": tracker.run_id,
                        "mlflow_tracking_uri": getattr(tracker, "tracking_uri", None)}
-            network = next((p for p in parts.values() if hasattr(p, "fit_")), None)
             model = FittedModel(
                 config=cfg, task=task.name, target=cfg.target, features={n: f.type for n, f in cfg.features.items()},
                 preprocessor=frame, target_encoder=encoder, parts=_kept_parts(parts, weights), weights=weights,
