@@ -25,6 +25,10 @@ from waypost.serve.app import create_app
 # fp32 kernels may round differently for another batch shape (BLAS blocking, softmax over a longer
 # padded row): answers agree to float32 rounding. The int8 layers are exact integer arithmetic.
 ATOL = 1e-6
+# ...but a Transformer's int8 layers read fp32 activations (softmax over the batch's padded length),
+# and one ulp there can move a value across a quantisation step: one level of one token, ~3e-5 of a
+# probability on CI's CPU. Still per row (the scale is the row's own), so no outlier can move it more.
+ATOL_TEXT_INT8 = 5e-4
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def _tabular_extremes(records: list[dict]) -> list[dict]:
     return out
 
 
-def _assert_independent(bundle, normal: list, extremes: list) -> None:
+def _assert_independent(bundle, normal: list, extremes: list, atol: float = ATOL) -> None:
     alone = np.vstack([bundle.predict_proba([row]) for row in normal])
     rng = np.random.default_rng(0)
     mixed = normal + extremes
@@ -56,7 +60,7 @@ def _assert_independent(bundle, normal: list, extremes: list) -> None:
     assert np.isfinite(batched).all()
     back = np.empty_like(batched)
     back[order] = batched
-    np.testing.assert_allclose(back[: len(normal)], alone, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(back[: len(normal)], alone, atol=atol, rtol=0)
     assert (back[: len(normal)].argmax(1) == alone.argmax(1)).all()
 
 
@@ -93,7 +97,7 @@ def test_text_rows_answer_alike_alone_and_beside_extreme_texts(text_bundle, tmp_
     normal = [{"text": t} for t in text_bundle["test"]["text"].head(20)]
     extremes = [{"text": "zzzz " * 2000}, {"text": ""}, {"text": "!" * 500}, {"text": None},
                 {"text": " ".join(text_bundle["test"]["text"].tail(10))}]
-    _assert_independent(bundle, normal, extremes)
+    _assert_independent(bundle, normal, extremes, atol=ATOL_TEXT_INT8 if optimize == "int8" else ATOL)
 
 
 def test_out_of_range_numbers_are_clipped_and_counted_never_nan(penguins_mlp):

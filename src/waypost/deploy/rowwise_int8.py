@@ -13,8 +13,11 @@ activations), computed from that row alone:
     m = min(x_row, 0), s = (max(x_row, 0) - m) / 127, q = round((x_row - m) / s)   (uint8, 0..127)
     x @ W ~= s * (q @ Wq) * w_scale + m * colsum(Wq * w_scale)
 
-`Wq` is int8 per output channel (symmetric, -127..127). The integer product is exact, so the
-quantised layers give bit-identical rows whatever else is in the batch. Activations use 7 of their
+`Wq` is int8 per output channel (symmetric, -127..127). The integer product is exact, so a
+quantised layer gives a row bit-identical output whatever else is in the batch, given the same input
+row. The fp32 layers around it (a Transformer's softmax over the batch's padded length) may round
+an input one ulp differently, which can cross one quantisation step: ~3e-5 of a probability seen on
+CI, never an outlier's coarsening of every row. Activations use 7 of their
 8 bits: x86 CPUs without VNNI multiply u8 x s8 pairs into a saturating int16 (`vpmaddubsw`), and
 255 * 127 * 2 overflows it while 127 * 127 * 2 does not (onnxruntime's `reduce_range` exists for
 the same reason). A row of zeros (s = 0) takes a tiny scale instead of dividing by zero.
