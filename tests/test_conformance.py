@@ -166,4 +166,7 @@ def test_every_part_kind_has_a_suite() -> None:
     from test_column_gbm import ColumnGBM as suite_of_column_gbm
 
     covered.add(suite_of_column_gbm.kind)  # tests/test_column_gbm.py runs the same contract with a network attached
+    from test_stack import StackedModel as suite_of_stack
+
+    covered.add(suite_of_stack.kind)  # tests/test_stack.py: the level-2 model's contract (its fit reads out-of-fold outputs)
     assert set(PART_CLASSES) <= covered, set(PART_CLASSES) - covered

@@ -196,6 +196,10 @@ class ModelConfig(_Strict):
         "auto", description="Beside a network over one image or text column and tabular columns, also train a GBM "
         "on the tabular columns plus the network's column embedding (PCA to <= 32 dims) and ensemble the two: "
         "auto (preset best), true or false.")
+    stack: bool | Literal["auto"] = Field(
+        "auto", description="Stacking for bagged tabular ensembles: a linear model on the parts' out-of-fold "
+        "outputs plus the row's features, kept when its cross-validated loss beats the weighted ensemble's: "
+        "auto (preset best), true or false.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     combiner: Literal["auto", "concat", "transformer"] = Field(
         "auto", description="How several encoder columns are fused: concat + MLP (auto for two or three column "

@@ -167,7 +167,7 @@ def load_model(path: Path) -> Any:
     from waypost.config import WaypostConfig
     from waypost.data.frame_preprocess import FramePreprocessor
     from waypost.data.target import TargetEncoder
-    from waypost.models.parts import load_part
+    from waypost.models.parts import attach_read, load_part, read_parts
     from waypost.pipelines.fitted import FittedModel
     from waypost.plan import Decision
 
@@ -176,12 +176,12 @@ def load_model(path: Path) -> Any:
     try:
         cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/{MANIFEST}")
         parts = {name: load_part(_part_dir(Path(path), entry, name), entry) for name, entry in manifest["parts"].items()}
-        for name, part in parts.items():  # a part that reads another at predict time gets it back
-            source = getattr(part, "reads", None)
-            if source:
-                if source not in parts:
-                    raise ModelFileError(f"{path}/{MANIFEST}: part {name!r} reads part {source!r}, which the model lacks")
-                part.attach(parts[source])
+        for name, part in parts.items():  # a part that reads others at predict time gets them back
+            missing = [n for n in read_parts(part) if n not in parts]
+            if missing:
+                raise ModelFileError(f"{path}/{MANIFEST}: part {name!r} reads part(s) {missing}, which the model lacks")
+            if read_parts(part):
+                attach_read(part, parts)
         return FittedModel(
             config=cfg, task=manifest["task"], target=manifest["target"], features=dict(manifest["features"]),
             preprocessor=FramePreprocessor.from_state(manifest["preprocessor"]),

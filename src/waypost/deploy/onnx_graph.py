@@ -49,20 +49,17 @@ class _quiet_exporter:
             logging.getLogger(name).setLevel(level)
 
 
-def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
-    """Combine the per-part graphs (each with one output; they share the input names) into one
-    with the ensemble's weighted sum."""
-    import onnx
-    from onnx import TensorProto, compose, helper
+def merge_graphs(graphs: dict[str, Any]) -> tuple[dict[str, Any], list[Any], list[Any], list[Any], dict[str, str],
+                                                   dict[str, int]]:
+    """The per-part graphs (each with one output; they share the input names) side by side, every
+    name prefixed with the part's but the shared inputs (two parts may end in the same output name):
+    (inputs by name, nodes, initializers, functions, part name -> its output edge, opsets)."""
+    from onnx import compose
 
-    graphs, inputs, nodes, inits, functions = [], {}, [], [], []
-    outputs: dict[str, str] = {}
-    opsets: dict[str, int] = {}
-    for name, model in parts.items():
-        # every name prefixed but the shared inputs: two parts may end in the same output name
+    inputs, nodes, inits, functions, outputs, opsets = {}, [], [], [], {}, {}
+    for name, model in graphs.items():
         prefixed = compose.add_prefix(model, f"{name}/", rename_inputs=False, rename_outputs=True)
         outputs[name] = prefixed.graph.output[0].name
-        graphs.append(prefixed)
         for inp in prefixed.graph.input:
             inputs.setdefault(inp.name, inp)
         nodes += list(prefixed.graph.node)
@@ -70,10 +67,18 @@ def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
         functions += list(prefixed.functions)
         for op in prefixed.opset_import:
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+    return inputs, nodes, inits, functions, outputs, opsets
 
+
+def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
+    """Combine the per-part graphs into one with the ensemble's weighted sum."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs, nodes, inits, functions, outputs, opsets = merge_graphs(parts)
     nodes += blend_nodes(outputs, weights)
     order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
-    width = _output_width(graphs[0])
+    width = _output_width(next(iter(parts.values())))
     graph = helper.make_graph(
         nodes, "waypost", [inputs[n] for n in order],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", width])], initializer=inits,
@@ -87,23 +92,25 @@ def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
     return merged
 
 
-def blend_nodes(outputs: dict[str, str], weights: dict[str, float]) -> list[Any]:
+def blend_nodes(outputs: dict[str, str], weights: dict[str, float], *, output: str = OUTPUT,
+                prefix: str = "blend") -> list[Any]:
     """Nodes writing `output`, the weighted sum of each part's output edge (`outputs`: part name ->
-    edge; weights by part name, a missing one is 0)."""
+    edge; weights by part name, a missing one is 0); node and edge names start with `prefix`."""
     from onnx import TensorProto, helper
 
     nodes, terms = [], []
     for name, edge in outputs.items():
         w = float(weights.get(name, 0.0))
-        const = f"blend/w_{name}"
+        const = f"{prefix}/w_{name}"
         nodes.append(helper.make_node("Constant", [], [const], value=helper.make_tensor(const, TensorProto.FLOAT, [], [w]),
-                                      name=f"blend/const_{name}"))
+                                      name=f"{prefix}/const_{name}"))
         # explicit fp32 boundary: a no-op in fp32 graphs, the cast back from an fp16 MLP otherwise
-        nodes.append(helper.make_node("Cast", [edge], [f"blend/{name}_f32"], to=TensorProto.FLOAT,
-                                      name=f"blend/cast_{name}"))
-        nodes.append(helper.make_node("Mul", [f"blend/{name}_f32", const], [f"blend/{name}"], name=f"blend/mul_{name}"))
-        terms.append(f"blend/{name}")
-    nodes.append(helper.make_node("Identity" if len(terms) == 1 else "Sum", terms, [OUTPUT], name="blend/out"))
+        nodes.append(helper.make_node("Cast", [edge], [f"{prefix}/{name}_f32"], to=TensorProto.FLOAT,
+                                      name=f"{prefix}/cast_{name}"))
+        nodes.append(helper.make_node("Mul", [f"{prefix}/{name}_f32", const], [f"{prefix}/{name}"],
+                                      name=f"{prefix}/mul_{name}"))
+        terms.append(f"{prefix}/{name}")
+    nodes.append(helper.make_node("Identity" if len(terms) == 1 else "Sum", terms, [output], name=f"{prefix}/out"))
     return nodes
 
 

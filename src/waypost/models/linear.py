@@ -29,10 +29,11 @@ FILE = "linear.safetensors"
 class LinearModel:
     kind = "linear"
 
-    def __init__(self, *, task: str, n_classes: int = 0, cardinalities: list[int] | None = None) -> None:
+    def __init__(self, *, task: str, n_classes: int = 0, cardinalities: list[int] | None = None,
+                 strengths: tuple[float, ...] = STRENGTHS) -> None:
         from waypost.tasks import get_task
 
-        self.task, self.n_classes = task, n_classes
+        self.task, self.n_classes, self.strengths = task, n_classes, tuple(strengths)
         self.classifier = get_task(task).is_classification
         self.cardinalities = [int(c) for c in (cardinalities or [])]
 
@@ -66,7 +67,7 @@ class LinearModel:
         task = get_task(self.task)
         X = self._design(train)
         fits = []
-        for strength in STRENGTHS:
+        for strength in self.strengths:
             est = LogisticRegression(C=1.0 / strength, max_iter=500) if self.classifier else Ridge(alpha=strength)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)

@@ -47,7 +47,20 @@ PART_CLASSES = {
     "catboost": "waypost.models.catboost_part:CatBoostModel",
     "entity_gbm": "waypost.models.entity_gbm:EntityGBM",
     "column_gbm": "waypost.models.column_gbm:ColumnGBM",
+    "stack": "waypost.ensemble.stack:StackedModel",
 }
+
+
+def read_parts(part: Any) -> list[str]:
+    """The names of the parts `part` runs at predict time (its `reads`: one name, or a list)."""
+    source = getattr(part, "reads", None)
+    return [] if not source else [source] if isinstance(source, str) else list(source)
+
+
+def attach_read(part: Any, parts: dict[str, Any]) -> None:
+    """Give `part` the parts it reads: one part for a single name, a dict for a list."""
+    source = part.reads
+    part.attach(parts[source] if isinstance(source, str) else {n: parts[n] for n in source})
 
 
 def part_class(kind: str) -> Any:

@@ -151,12 +151,19 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             choice = selection(task, scores, family_weights)
             plan.append(choice)
             valid_raw = combine(raws, family_weights)
+            weights = trained.part_weights(family_weights)  # fold models share their family's weight
+            selected = choice.choice if len(weights) == 1 else "blend"
+            from waypost.ensemble.stack import maybe_stack
+
+            stack = maybe_stack(cfg, task, n_classes, frame.tabular.category_cardinalities_ if frame.tabular else [],
+                                trained, x_train, y_valid, [s.held for s in splits] if folds else [], loss, plan)
+            if stack is not None:  # the level-2 model replaces the weighted sum; it runs the parts itself
+                parts, weights, selected = {**parts, "stack": stack}, {"stack": 1.0}, "stack"
+                scores["stack"], valid_raw = stack.loss_, stack.oof_raw_
             threshold, why = task.choose_threshold(y_valid, valid_raw, cfg.model.decision)
             if threshold is not None:  # travels in the target codec: predict, the runtime and the server apply it
                 encoder.threshold_ = threshold
                 plan.append(Decision("decision", "threshold", f"{threshold:.4f}", why))
-            weights = trained.part_weights(family_weights)  # fold models share their family's weight
-            selected = choice.choice if len(weights) == 1 else "blend"
 
             # ---- the fitted model -------------------------------------------------------------------
             from waypost.track.lineage import collect_lineage
@@ -217,11 +224,11 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
 def _kept_parts(parts: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
     """The weighted parts, plus any part one of them reads at predict time (its `reads`: the column
     GBM computes its features with the network, which stays in the model even at weight 0)."""
+    from waypost.models.parts import read_parts
+
     names = list(weights)
     for name in weights:
-        source = getattr(parts[name], "reads", None)
-        if source and source not in names:
-            names.append(source)
+        names += [n for n in read_parts(parts[name]) if n not in names]
     return {n: parts[n] for n in names}
 
 

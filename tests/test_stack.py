@@ -1,0 +1,88 @@
+"""Stacking (issue #12, item 6): the level-2 linear model over bagged parts' out-of-fold outputs and
+the row's features; one graph in the bundle, equal to the in-memory model; save/load equal; the fit
+keeps it only when its cross-validated loss beats the weighted ensemble's, and says so."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from waypost import Predictor
+from waypost.ensemble.stack import StackedModel
+from waypost.errors import ModelFileError, NotFittedError
+from waypost.models.parts import load_part
+from waypost.scenarios.datasets import load_dataset, split
+
+CONFIG = {"model": {"parts": ["gbm", "linear"], "stack": True}, "training": {"bagging": 3}}
+
+
+@pytest.fixture(scope="module")
+def penguins():
+    train, test = split(load_dataset("penguins"), "species")
+    p = Predictor(target="species", preset="medium", track=False, verbose=False, config=CONFIG).fit(train)
+    return p, train, test
+
+
+def test_the_fit_weighs_the_stack_against_the_weighted_ensemble_and_says_so(penguins):
+    p, _, _ = penguins
+    (note,) = [d for d in p.plan_ if d.subject == "stack"]
+    assert note.choice in ("kept", "not kept") and "cross-validation" in note.reason and "weighted ensemble" in note.reason
+    scores = p.fitted_.validation_scores
+    if note.choice == "kept":
+        assert p.selected_ == "stack" and scores["stack"] < scores["blend"]
+
+
+def test_a_stack_over_the_fold_parts_exports_one_graph_equal_to_the_model(penguins, tmp_path):
+    p, train, test = penguins
+    model = p.fitted_
+    from waypost.pipelines.train_parts import fold_indices
+    from waypost.tasks import get_task
+
+    members = {f: [n for n in model.parts if n.split(".")[0] == f] for f in ("gbm", "linear")}
+    x = model.preprocessor.transform(train)
+    x = getattr(x, "tabular", x)
+    y = model.target_encoder.transform(train["species"])
+    stack = StackedModel(task="multiclass", n_classes=3, cardinalities=model.preprocessor.tabular.category_cardinalities_,
+                         members=members)
+    with pytest.raises(NotFittedError):
+        stack.predict_raw(x)
+    with pytest.raises(NotFittedError, match="attach"):
+        stack.family_raws(x)
+    stack.attach(model.parts)
+    raws = stack.family_raws(x)  # in-sample, not out-of-fold: this test is about the arithmetic
+    held = [rows for _, rows in fold_indices(get_task("multiclass"), train["species"], 3, 0)]
+    init_attrs = set(vars(stack))
+    assert stack.fit(raws, x, y, held) is stack
+    learned = set(vars(stack)) - init_attrs
+    assert learned and all(name.endswith("_") for name in learned), learned
+    assert stack.oof_raw_.shape == (len(y), 3) and np.isfinite(stack.loss_)
+
+    xt = model.preprocessor.transform(test)
+    xt = getattr(xt, "tabular", xt)
+    expected = stack.predict_raw(xt)
+    graph = stack.to_onnx(xt)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = {k: v for k, v in {"numeric": xt.numeric, "categorical": xt.categorical, "gbm": xt.gbm}.items() if k in names}
+    np.testing.assert_allclose(session.run(None, feeds)[0], expected, atol=1e-4)
+
+    np.testing.assert_allclose(expected.sum(1), 1.0, atol=1e-6)
+    y_test = model.target_encoder.transform(test["species"])
+    assert (expected.argmax(1) == y_test).mean() >= 0.9  # three species; the majority is ~0.44
+
+    entry = stack.save(tmp_path)
+    back = load_part(tmp_path, entry)
+    assert type(back) is StackedModel and sorted(back.reads) == sorted(stack.reads)
+    np.testing.assert_allclose(back.attach(model.parts).predict_raw(xt), expected, atol=1e-12)
+    good = (tmp_path / entry["file"]).read_bytes()
+    (tmp_path / entry["file"]).write_bytes(b"garbage, not a model")
+    with pytest.raises(ModelFileError, match=entry["file"]):
+        StackedModel.load(tmp_path, entry)
+    (tmp_path / entry["file"]).unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        StackedModel.load(tmp_path, entry)
+    (tmp_path / entry["file"]).write_bytes(good)
+    with pytest.raises(ModelFileError, match="members"):
+        StackedModel.load(tmp_path, {**entry, "members": {"gbm": []}})
+
