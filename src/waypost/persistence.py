@@ -177,10 +177,11 @@ def load_model(path: Path) -> Any:
         cfg = WaypostConfig.from_dict(manifest["config"], source=f"{path}/{MANIFEST}")
         parts = {name: load_part(_part_dir(Path(path), entry, name), entry) for name, entry in manifest["parts"].items()}
         for name, part in parts.items():  # a part that reads others at predict time gets them back
-            missing = [n for n in read_parts(part) if n not in parts]
+            reads = read_parts(part)
+            missing = [n for n in reads if n not in parts]
             if missing:
                 raise ModelFileError(f"{path}/{MANIFEST}: part {name!r} reads part(s) {missing}, which the model lacks")
-            if read_parts(part):
+            if reads:
                 attach_read(part, parts)
         return FittedModel(
             config=cfg, task=manifest["task"], target=manifest["target"], features=dict(manifest["features"]),

@@ -73,23 +73,30 @@ def merge_graphs(graphs: dict[str, Any]) -> tuple[dict[str, Any], list[Any], lis
 def merge_parts(parts: dict[str, Any], weights: dict[str, float]) -> Any:
     """Combine the per-part graphs into one with the ensemble's weighted sum."""
     import onnx
-    from onnx import TensorProto, helper
 
     inputs, nodes, inits, functions, outputs, opsets = merge_graphs(parts)
     nodes += blend_nodes(outputs, weights)
-    order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
-    width = _output_width(next(iter(parts.values())))
-    graph = helper.make_graph(
-        nodes, "waypost", [inputs[n] for n in order],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", width])], initializer=inits,
-    )
-    merged = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())], functions=functions
-    )
-    merged.ir_version = max(m.ir_version for m in parts.values())
+    merged = assemble("waypost", parts, inputs, nodes, inits, functions, opsets, OUTPUT,
+                      _output_width(next(iter(parts.values()))))
     merged.producer_name = "waypost"
     onnx.checker.check_model(merged)
     return merged
+
+
+def assemble(name: str, graphs: dict[str, Any], inputs: dict[str, Any], nodes: list[Any], inits: list[Any],
+             functions: list[Any], opsets: dict[str, int], output: str, width: Any) -> Any:
+    """One ModelProto from `merge_graphs`' pieces plus the nodes built on them: the shared inputs in
+    the views' order, one float output (batch, width), the parts' highest opsets and IR version."""
+    from onnx import TensorProto, helper
+
+    order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
+    graph = helper.make_graph(nodes, name, [inputs[n] for n in order],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", width])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
+                              functions=functions)
+    model.ir_version = max(m.ir_version for m in graphs.values())
+    return model
 
 
 def blend_nodes(outputs: dict[str, str], weights: dict[str, float], *, output: str = OUTPUT,

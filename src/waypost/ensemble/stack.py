@@ -85,13 +85,13 @@ class StackedModel:
             raise ValueError(f"StackedModel.fit: out-of-fold outputs for {list(oof)}, members {list(self.members)}")
         task = get_task(self.task)
         z = self._inputs(level_one(oof, self.classifier), x)
+        folds = [(take(z, rest), y[rest], take(z, rows), rows)
+                 for rows in held for rest in [np.setdiff1d(np.arange(len(y)), rows)]]
         best: tuple[float, float, np.ndarray] | None = None
         for strength in sorted(STRENGTHS, reverse=True):  # ties keep the stronger penalty: the simpler model
             raw: np.ndarray | None = None
-            for rows in held:
-                rest = np.setdiff1d(np.arange(len(y)), rows)
-                part = self._linear((strength,)).fit(take(z, rest), y[rest], take(z, rest), y[rest])
-                out = part.predict_raw(take(z, rows))
+            for z_rest, y_rest, z_held, rows in folds:
+                out = self._linear((strength,)).fit(z_rest, y_rest, z_rest, y_rest).predict_raw(z_held)
                 raw = np.zeros((len(y),) + out.shape[1:]) if raw is None else raw
                 raw[rows] = out
             loss = task.validation_loss(raw, y)
@@ -117,9 +117,9 @@ class StackedModel:
     def to_onnx(self, sample: TabularArrays) -> Any:
         """Every fold model, the family means, log, concat with `numeric`, the linear layer -> `stack_out`."""
         import onnx
-        from onnx import TensorProto, compose, helper
+        from onnx import compose, helper
 
-        from waypost.deploy.onnx_graph import OPSET, blend_nodes, merge_graphs
+        from waypost.deploy.onnx_graph import OPSET, assemble, blend_nodes, merge_graphs
 
         if not hasattr(self, "linear_"):
             raise NotFittedError("StackedModel is not fitted: call fit() first")
@@ -146,16 +146,9 @@ class StackedModel:
             nodes.append(helper.make_node("Identity", ["categorical"], ["stack/categorical"]))
         nodes += list(linear.graph.node)
         inits += list(linear.graph.initializer)
-        k = int(self.linear_.bias_.shape[0])
-        order = [n for n in ("numeric", "categorical", "gbm") if n in inputs]
-        graph = helper.make_graph(nodes, "waypost_stack", [inputs[n] for n in order],
-                                  [helper.make_tensor_value_info("stack/linear_out", TensorProto.FLOAT, ["batch", k])],
-                                  initializer=inits)
-        opsets[""] = max(opsets.get("", 0), OPSET)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
-                                  functions=functions)
-        model.ir_version = max(g.ir_version for g in graphs.values())
-        return model
+        opsets[""] = max(opsets.get("", 0), OPSET)  # the linear layer's opset, if every part's is older
+        return assemble("waypost_stack", graphs, inputs, nodes, inits, functions, opsets, "stack/linear_out",
+                        int(self.linear_.bias_.shape[0]))
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: Path) -> dict[str, Any]:

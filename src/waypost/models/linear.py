@@ -73,7 +73,9 @@ class LinearModel:
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 est.fit(X, y_train)
             self._take(est)
-            fits.append((task.validation_loss(self.predict_raw(valid), y_valid), strength, est))
+            # one penalty (the stack's refit at its cross-validated strength) has nothing to choose
+            loss = task.validation_loss(self.predict_raw(valid), y_valid) if len(self.strengths) > 1 else 0.0
+            fits.append((loss, strength, est))
         _, self.strength_, best = min(fits, key=lambda f: f[0])  # the first of equal losses: the weaker penalty
         self._take(best)
         return self

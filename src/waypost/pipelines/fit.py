@@ -144,6 +144,7 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
 
             # ---- ensemble / select ------------------------------------------------------------------
             from waypost.ensemble.greedy import combine, fit_weights, selection
+            from waypost.ensemble.stack import maybe_stack
 
             family_weights, loss = fit_weights(task, raws, y_valid)
             if len(raws) > 1:  # the ensemble's own validation loss (equal to its best part's when it keeps one)
@@ -153,8 +154,6 @@ def _fit(cfg: WaypostConfig, train_data: Any, valid_data: Any | None, user_callb
             valid_raw = combine(raws, family_weights)
             weights = trained.part_weights(family_weights)  # fold models share their family's weight
             selected = choice.choice if len(weights) == 1 else "blend"
-            from waypost.ensemble.stack import maybe_stack
-
             stack = maybe_stack(cfg, task, n_classes, frame.tabular.category_cardinalities_ if frame.tabular else [],
                                 trained, x_train, y_valid, [s.held for s in splits] if folds else [], loss, plan)
             if stack is not None:  # the level-2 model replaces the weighted sum; it runs the parts itself
@@ -223,7 +222,8 @@ def _preprocess(cfg: WaypostConfig, plan: list[Decision], train_df: Any, valid_d
 
 def _kept_parts(parts: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
     """The weighted parts, plus any part one of them reads at predict time (its `reads`: the column
-    GBM computes its features with the network, which stays in the model even at weight 0)."""
+    GBM computes its features with the network, which stays in the model even at weight 0; the stack
+    runs every fold model)."""
     from waypost.models.parts import read_parts
 
     names = list(weights)
